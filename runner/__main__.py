@@ -1,0 +1,67 @@
+"""``python -m runner job=<job> cluster=<cluster> ...``: the Hydra entry point.
+
+Hydra composes the configuration (and runs sweeps with ``-m``); this module converts it to
+typed objects and hands them to :func:`runner._run.run`. Nothing else imports Hydra.
+
+Exit status: 0 every item succeeded; 1 some items failed; 2 configuration or usage error,
+nothing sent; 3 the run stopped because no node could serve (results so far are kept);
+4 an internal error; 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ._checks import to_run_config
+from ._config import register
+from ._errors import ConfigError
+from ._outcome import EXIT_CONFIG, EXIT_INTERNAL, Outcome
+from ._run import run
+
+log = logging.getLogger("runner")
+
+_outcomes: list[Outcome] = []
+_started = False
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    global _started
+    _started = True
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        outcome = run(to_run_config(cfg), run_dir)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        outcome = Outcome(EXIT_CONFIG, f"config error: {exc}")
+    _outcomes.append(outcome)
+    log.info(outcome.summary)
+
+
+def main() -> int:
+    """Run Hydra and turn what happened into an exit status."""
+    register()
+    try:
+        _hydra_main()
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            pass
+        elif _started:  # Hydra caught an unexpected exception from the run: a bug
+            return EXIT_INTERNAL
+        else:  # Hydra could not compose the configuration
+            return EXIT_CONFIG
+    if len(_outcomes) > 1:
+        print("\nSweep summary:")
+        for outcome in _outcomes:
+            print(f"  {outcome.summary}")
+    return max((o.exit_code for o in _outcomes), default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""From Hydra's composed config to a checked :class:`~runner._config.RunConfig`.
+
+Hydra and the dataclass schemas already reject unknown keys, misspelt options and wrong
+types. What they let through is checked here: required values left as ``???`` and numbers out
+of range. Every problem is one line naming the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from ._config import ClusterKind, JobKind, RunConfig
+from ._errors import ConfigError
+
+# key → (minimum, strictly greater?) for numbers that must be positive or non-negative
+_POSITIVE = {
+    "engine.slots": 1,
+    "engine.connect_timeout": 0,
+    "engine.stall_timeout": 0,
+    "engine.request_timeout": 0,
+    "engine.max_attempts": 1,
+    "engine.retry_timeout": 0,
+    "engine.json_attempts": 1,
+    "engine.breaker_failures": 1,
+    "engine.probe_interval": 0,
+    "engine.probe_timeout": 0,
+    "engine.no_node_timeout": 0,
+    "cluster.local.threads": 1,
+    "cluster.local.ready_timeout": 0,
+    "model.max_tokens": 1,
+}
+_NON_NEGATIVE = ("engine.backoff_initial", "engine.backoff_max", "cluster.local.nodes")
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Convert Hydra's config to typed objects, failing on required values left unset."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or exc.key or "?"
+        raise ConfigError(f"missing required value '{key}' (set it with {key}=...)") from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    if not isinstance(obj, RunConfig):  # pragma: no cover - the schema guarantees it
+        raise ConfigError("the configuration does not follow the run schema")
+    check(obj)
+    return obj
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check(cfg: RunConfig) -> None:
+    """Check values the schema cannot: ranges and combinations."""
+    for key, minimum in _POSITIVE.items():
+        value = _get(cfg, key)
+        if value is None:
+            continue
+        if (minimum == 0 and value <= 0) or value < minimum:
+            bound = "greater than 0" if minimum == 0 else f"at least {minimum}"
+            raise ConfigError(f"{key} must be {bound}, got {value}")
+    for key in _NON_NEGATIVE:
+        value = _get(cfg, key)
+        if value < 0:
+            raise ConfigError(f"{key} must not be negative, got {value}")
+    if cfg.job.max_tokens is not None and cfg.job.max_tokens < 1:
+        raise ConfigError(f"job.max_tokens must be at least 1, got {cfg.job.max_tokens}")
+    if cfg.job.temperature is not None and cfg.job.temperature < 0:
+        raise ConfigError(f"job.temperature must not be negative, got {cfg.job.temperature}")
+    if cfg.model.temperature < 0:
+        raise ConfigError(f"model.temperature must not be negative, got {cfg.model.temperature}")
+    if cfg.model.top_p is not None and not 0 < cfg.model.top_p <= 1:
+        raise ConfigError(f"model.top_p must be in (0, 1], got {cfg.model.top_p}")
+    if cfg.model.top_k is not None and not 1 <= cfg.model.top_k <= 1000:
+        raise ConfigError(f"model.top_k must be in 1..1000, got {cfg.model.top_k}")
+    if len(cfg.job.stop or cfg.model.stop) > 5:
+        raise ConfigError("job.stop / model.stop: at most 5 stop strings")
+    if cfg.cluster.kind is ClusterKind.inventory and not cfg.cluster.inventory:
+        raise ConfigError("cluster.inventory: an inventory cluster needs an inventory file")
+    if cfg.cluster.scheme not in ("http", "https"):
+        raise ConfigError(f"cluster.scheme must be http or https, got '{cfg.cluster.scheme}'")
+    if cfg.job.kind is JobKind.generate and not cfg.job.input.path:
+        raise ConfigError(f"job '{cfg.job.name}': job.input.path is required")

@@ -1,0 +1,491 @@
+"""The engine: spreads work over the nodes, retries, benches and re-admits nodes, hedges.
+
+Every node gets as many worker tasks as it has slots. A worker *pulls* its next item when it
+is free, so a node that answers twice as fast serves about twice as many items, and one slow
+node never holds the others back (there is no global semaphore). What a worker takes, in
+order:
+
+1. an item waiting for a retry (after a node failure: not on the node that failed it, unless
+   no other node is admitted; after a bad answer: anywhere, with the next seed);
+2. the next fresh item from the input;
+3. near the end, when nothing else is left: a copy of an item still running on a node that
+   will take longer to finish it than this node would (a *hedge*); the first accepted answer
+   wins and the other request is cancelled.
+
+A node failure (connection, timeout, stall, 5xx/429, bad body) moves the item to another node;
+a node with ``breaker_failures`` failures in a row is benched and probed with a tiny real
+completion until it answers again. The last admitted node is never benched: it cools down
+with growing pauses instead. When no node could serve for ``no_node_timeout`` seconds the run
+stops with :class:`~runner._errors.ClusterUnavailable`; whatever finished is already journaled.
+
+The engine does no file I/O: every finished item is handed to ``on_result`` as a record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from . import _records
+from ._client import NodeClient
+from ._config import EngineConfig
+from ._errors import AnswerError, ClusterUnavailable, NodeError, NodeTimeout
+from ._nodes import Health, NodeSpec, NodeState
+from ._request import Api, Completion, GenerationRequest, Style
+
+
+@dataclass(frozen=True)
+class Work:
+    """One item to run: its identity, its input and the request it becomes.
+
+    Attributes:
+        id: the item's stable id.
+        index: its position in the input.
+        input: the input fields (written back into its record).
+        request: the request to send, carrying the item's base seed.
+        key: ``request.key()``, the resume key.
+    """
+
+    id: str
+    index: int
+    input: dict[str, Any]
+    request: GenerationRequest
+    key: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An answer that passed the job's checks: the value to keep and how it was obtained."""
+
+    answer: Any
+    step: str | None = None  # the JSON ladder step (strict / extracted / repaired)
+
+
+Acceptor = Callable[[Completion], Accepted]
+"""Checks an answer's content; raises :class:`~runner._errors.AnswerError` to ask for a new
+seed."""
+
+
+def accept_text(completion: Completion) -> Accepted:
+    """The acceptor of text jobs: any answer is kept as it is."""
+    return Accepted(completion.text)
+
+
+@dataclass(eq=False)
+class _Task:
+    """An item's journey through the engine."""
+
+    work: Work
+    node_failures: int = 0  # failures counted against the item
+    content_attempts: int = 0  # answers rejected by the acceptor
+    requests: int = 0
+    seeds: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    avoid: set[str] = field(default_factory=set)
+    not_before: float = 0.0
+    first_sent: float | None = None
+    running: dict[str, tuple[trio.CancelScope, float]] = field(default_factory=dict)
+    done: bool = False
+    last_text: str | None = None
+
+    @property
+    def seed(self) -> int:
+        return (self.work.request.seed or 0) + self.content_attempts
+
+
+@dataclass
+class Snapshot:
+    """The engine's progress at one moment (for the progress display)."""
+
+    done: int
+    ok: int
+    failed: int
+    in_flight: dict[str, int]
+    errors: dict[str, int]
+    benched: list[str]
+
+
+class Engine:
+    """Runs work items over a cluster of nodes.
+
+    Args:
+        nodes: the cluster.
+        settings: timeouts, retries, breaker and hedging settings.
+        api: the protocol the nodes speak.
+        style: how the model is prompted (for probes).
+        engine_id: the engine id probes are sent to.
+        acceptor: checks each answer's content.
+        on_result: receives every finished item's record, the moment it finishes.
+        transport: an httpx transport to use instead of the network (tests, simulations).
+    """
+
+    def __init__(
+        self,
+        nodes: list[NodeSpec],
+        settings: EngineConfig,
+        *,
+        api: Api,
+        style: Style,
+        engine_id: str,
+        acceptor: Acceptor = accept_text,
+        on_result: Callable[[dict[str, Any]], None],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not nodes:
+            raise ValueError("a cluster needs at least one node")
+        self.settings = settings
+        self.nodes = [NodeState(spec) for spec in nodes]
+        self._api = api
+        self._style = style
+        self._engine_id = engine_id
+        self._accept = acceptor
+        self._on_result = on_result
+        self._transport = transport
+        self._clients: dict[str, NodeClient] = {}
+        self._fresh: Iterator[Work] = iter(())
+        self._fresh_done = False
+        self._retry: deque[_Task] = deque()
+        self._in_flight: set[_Task] = set()
+        self._changed = trio.Event()
+        self._all_done = trio.Event()
+        self._unavailable_since: float | None = None
+        self._stopped_reason: str | None = None
+        self.ok = 0
+        self.failed = 0
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self._rng = random.Random(0)
+
+    # ----------------------------------------------------------------- public
+
+    async def run(self, work: Iterator[Work]) -> None:
+        """Run every item of ``work`` to an end (accepted or failed).
+
+        Raises:
+            ClusterUnavailable: no node could serve for ``no_node_timeout`` seconds.
+        """
+        self._fresh = work
+        self.started_at = trio.current_time()
+        async with contextlib.AsyncExitStack() as stack:
+            for node in self.nodes:
+                client = NodeClient(
+                    node.spec.base_url,
+                    name=node.name,
+                    api=self._api,
+                    api_key=node.spec.api_key,
+                    connect_timeout=self.settings.connect_timeout,
+                    stall_timeout=self.settings.stall_timeout,
+                    max_connections=node.spec.slots + 1,
+                    transport=self._transport,
+                )
+                self._clients[node.name] = await stack.enter_async_context(client)
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watchdog, outer.cancel_scope)
+                for node in self.nodes:
+                    outer.start_soon(self._prober, node)
+                async with trio.open_nursery() as workers:
+                    for node in self.nodes:
+                        for _ in range(node.spec.slots):
+                            workers.start_soon(self._worker, node)
+                self._all_done.set()
+                outer.cancel_scope.cancel()
+        self.finished_at = trio.current_time()
+        if self._stopped_reason:
+            raise ClusterUnavailable(self._stopped_reason)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            done=self.ok + self.failed,
+            ok=self.ok,
+            failed=self.failed,
+            in_flight={n.name: n.active for n in self.nodes},
+            errors={n.name: n.errors for n in self.nodes},
+            benched=[n.name for n in self.nodes if n.health is Health.benched],
+        )
+
+    # ------------------------------------------------------------ scheduling
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _admitted(self) -> list[NodeState]:
+        return [n for n in self.nodes if n.health is Health.admitted]
+
+    async def _next_for(self, node: NodeState) -> _Task | None:
+        """Wait for the next thing ``node`` should do; ``None`` when all work is done."""
+        while True:
+            changed = self._changed
+            now = trio.current_time()
+            wake_at = float("inf")
+            if node.health is Health.admitted and node.active < node.limit:
+                if node.cooldown_until > now:
+                    wake_at = node.cooldown_until
+                else:
+                    task, wake_at = self._pick(node, now)
+                    if task is not None:
+                        return task
+            if self._fresh_done and not self._retry and not self._in_flight:
+                return None
+            with trio.move_on_at(wake_at):
+                await changed.wait()
+
+    def _pick(self, node: NodeState, now: float) -> tuple[_Task | None, float]:
+        wake_at = float("inf")
+        admitted = {n.name for n in self._admitted()}
+        for task in self._retry:
+            if task.not_before > now:
+                wake_at = min(wake_at, task.not_before)
+                continue
+            if node.name in task.avoid and not admitted <= task.avoid:
+                continue
+            self._retry.remove(task)
+            return task, wake_at
+        if not self._fresh_done:
+            try:
+                work = next(self._fresh)
+            except StopIteration:
+                self._fresh_done = True
+            else:
+                return _Task(work), wake_at
+        if self.settings.hedge and self._fresh_done and not self._retry:
+            task = self._hedge_candidate(node, now)
+            if task is not None:
+                node.hedges += 1
+                return task, wake_at
+        return None, wake_at
+
+    def _hedge_candidate(self, node: NodeState, now: float) -> _Task | None:
+        """The running item that ``node`` would most likely finish sooner, if any."""
+        known = [n.latency_ewma for n in self.nodes if n.latency_ewma is not None]
+        typical = statistics.median(known) if known else None
+        mine = node.latency_ewma if node.latency_ewma is not None else typical
+        if mine is None:
+            return None
+        best: _Task | None = None
+        best_gain = 0.0
+        for task in self._in_flight:
+            if len(task.running) != 1 or node.name in task.running or node.name in task.avoid:
+                continue
+            (other_name, (_, started)) = next(iter(task.running.items()))
+            other = self._node(other_name)
+            expected = other.latency_ewma if other.latency_ewma is not None else 4 * mine
+            remaining = expected - (now - started)
+            if remaining <= 0:  # overdue: it may be hung; the node's own estimate is stale
+                remaining = now - started
+            gain = remaining - 1.25 * mine
+            if gain > best_gain:
+                best, best_gain = task, gain
+        return best
+
+    def _node(self, name: str) -> NodeState:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    # --------------------------------------------------------------- workers
+
+    async def _worker(self, node: NodeState) -> None:
+        while True:
+            task = await self._next_for(node)
+            if task is None:
+                return
+            await self._attempt(node, task)
+
+    async def _attempt(self, node: NodeState, task: _Task) -> None:
+        settings = self.settings
+        now = trio.current_time()
+        if task.first_sent is None:
+            task.first_sent = now
+        seed = task.seed
+        request = task.work.request.with_seed(seed)
+        task.requests += 1
+        if seed not in task.seeds:
+            task.seeds.append(seed)
+        node.requests += 1
+        node.active += 1
+        self._in_flight.add(task)
+        failure: NodeError | None = None
+        completion: Completion | None = None
+        with trio.CancelScope() as scope:
+            task.running[node.name] = (scope, now)
+            try:
+                with trio.fail_after(settings.request_timeout):
+                    completion = await self._clients[node.name].generate(
+                        request, stream=settings.stream
+                    )
+            except NodeError as exc:
+                failure = exc
+            except trio.TooSlowError:
+                failure = NodeTimeout(
+                    f"no complete answer within request_timeout={settings.request_timeout}s",
+                    node=node.name,
+                )
+        del task.running[node.name]
+        node.active -= 1
+        latency = trio.current_time() - now
+        if not task.running:
+            self._in_flight.discard(task)
+        if scope.cancelled_caught or task.done:
+            # A hedge lost the race: its answer (if any) is discarded.
+            self._notify()
+            return
+        if failure is not None:
+            self._node_failed(node, task, failure)
+        else:
+            assert completion is not None
+            node.record_success(latency, completion.output_tokens)
+            self._answered(node, task, completion, latency, seed)
+        self._notify()
+
+    def _answered(
+        self, node: NodeState, task: _Task, completion: Completion, latency: float, seed: int
+    ) -> None:
+        task.last_text = completion.text
+        try:
+            accepted = self._accept(completion)
+        except AnswerError as exc:
+            task.errors.append(f"seed {seed}: {exc}")
+            if task.running:
+                return  # a copy is still running; let it answer
+            task.content_attempts += 1
+            if task.content_attempts >= self.settings.json_attempts:
+                self._finish(task, _records.failed(task.work, error=str(exc), **self._trail(task)))
+            else:
+                self._retry.appendleft(task)
+            return
+        for other_scope, _ in task.running.values():
+            other_scope.cancel()
+        self._finish(
+            task,
+            _records.ok(
+                task.work,
+                answer=accepted.answer,
+                step=accepted.step,
+                completion=completion,
+                node=node.name,
+                seed=seed,
+                latency=latency,
+                **self._trail(task),
+            ),
+        )
+
+    def _trail(self, task: _Task) -> dict[str, Any]:
+        return {
+            "attempts": task.requests,
+            "seeds": list(task.seeds),
+            "errors": list(task.errors),
+            "text": task.last_text,
+        }
+
+    def _node_failed(self, node: NodeState, task: _Task, exc: NodeError) -> None:
+        settings = self.settings
+        now = trio.current_time()
+        reason = f"{node.name}: {type(exc).__name__}: {exc}"
+        node_was_healthy = node.consecutive_failures < settings.breaker_failures
+        node.record_failure(reason)
+        task.errors.append(reason)
+        task.avoid.add(node.name)
+        if node.consecutive_failures >= settings.breaker_failures:
+            self._bench_or_cool(node, now)
+        if task.running:
+            return  # a copy is still running elsewhere
+        if node_was_healthy:
+            task.node_failures += 1
+        assert task.first_sent is not None
+        if (
+            task.node_failures >= settings.max_attempts
+            or now - task.first_sent > settings.retry_timeout
+        ):
+            self._finish(
+                task,
+                _records.failed(
+                    task.work,
+                    error=f"gave up after {task.requests} requests: {reason}",
+                    **self._trail(task),
+                ),
+            )
+            return
+        n = task.node_failures
+        delay = (
+            0.0 if n <= 1 else min(settings.backoff_max, settings.backoff_initial * 2 ** (n - 2))
+        )
+        task.not_before = now + delay * self._rng.uniform(0.5, 1.0)
+        self._retry.append(task)
+
+    def _bench_or_cool(self, node: NodeState, now: float) -> None:
+        others = [n for n in self._admitted() if n is not node]
+        if node.health is Health.admitted and others:
+            node.health = Health.benched
+        else:
+            excess = node.consecutive_failures - self.settings.breaker_failures
+            pause = min(self.settings.backoff_max, self.settings.probe_interval * 2**excess)
+            node.cooldown_until = now + pause
+
+    def _finish(self, task: _Task, record: dict[str, Any]) -> None:
+        task.done = True
+        self._in_flight.discard(task)
+        if record["status"] == "ok":
+            self.ok += 1
+        else:
+            self.failed += 1
+        self._on_result(record)
+
+    # ---------------------------------------------------- probes and watchdog
+
+    async def _prober(self, node: NodeState) -> None:
+        """Probe ``node`` while it is benched; re-admit it when a probe succeeds."""
+        settings = self.settings
+        failures = 0
+        while True:
+            if node.health is not Health.benched:
+                failures = 0
+                await self._changed.wait()
+                continue
+            pause = min(settings.backoff_max, settings.probe_interval * 2**failures)
+            await trio.sleep(pause)
+            try:
+                with trio.fail_after(settings.probe_timeout):
+                    await self._clients[node.name].probe(self._engine_id, self._style)
+            except (NodeError, trio.TooSlowError) as exc:
+                failures += 1
+                node.last_error = f"probe: {exc}"
+                continue
+            node.health = Health.admitted
+            node.consecutive_failures = 0
+            node.cooldown_until = 0.0
+            self._notify()
+
+    def _serving(self) -> bool:
+        """Whether some node is admitted and not failing repeatedly."""
+        limit = self.settings.breaker_failures
+        return any(
+            n.health is Health.admitted and n.consecutive_failures < limit for n in self.nodes
+        )
+
+    async def _watchdog(self, cancel_scope: trio.CancelScope) -> None:
+        """Stop the run when no node could serve for ``no_node_timeout`` seconds."""
+        timeout = self.settings.no_node_timeout
+        while True:
+            now = trio.current_time()
+            if self._serving():
+                self._unavailable_since = None
+            elif self._unavailable_since is None:
+                self._unavailable_since = now
+            elif now - self._unavailable_since >= timeout:
+                last = "; ".join(f"{n.name}: {n.last_error}" for n in self.nodes if n.last_error)
+                self._stopped_reason = (
+                    f"no node could serve for {timeout:g}s (last errors: {last or 'none'})"
+                )
+                cancel_scope.cancel()
+                return
+            await trio.sleep(min(1.0, max(timeout / 10, 0.01)))

@@ -1,0 +1,96 @@
+"""The runner's exceptions: one base class and a small tree.
+
+::
+
+    RunnerError
+    ├── ConfigError           bad configuration, template, input, schema or inventory
+    ├── NodeError             one request to one node failed (the item is retried elsewhere)
+    │   ├── TransportError    could not connect, connection reset, DNS, TLS...
+    │   ├── NodeTimeout       no answer within the request timeout, or a stall
+    │   ├── ServerError       HTTP status other than 200 (keeps status and raw body)
+    │   └── ProtocolError     200 but the body is not a valid TextSynth/OpenAI answer
+    ├── AnswerError           the answer arrived but its content is unusable (bad JSON, schema)
+    └── ClusterUnavailable    no node could serve for longer than the allowed wait
+
+Third-party exceptions (httpx, jsonschema, Jinja2, OSError) are translated once, where they
+happen, with ``raise ... from exc``. A failure of one item becomes a failure *record*, never an
+exception that stops the batch; only ``ConfigError`` (before anything is sent) and
+``ClusterUnavailable`` end a run.
+"""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """Base class of every error the runner raises on purpose."""
+
+
+class ConfigError(RunnerError):
+    """Raised before anything is sent when the configuration, a prompt template, the input
+    file, a JSON Schema or an inventory is unusable. The message is one line that names the
+    file, key or value and what is wrong."""
+
+
+class NodeError(RunnerError):
+    """Raised when one request to one node fails for a reason that says nothing about the
+    prompt: the same request may succeed on another node or later.
+
+    Attributes:
+        node: the node's name (``host:port``), when known.
+        body: the raw response body, kept for diagnosis (may be empty).
+    """
+
+    def __init__(self, message: str, *, node: str = "", body: str = "") -> None:
+        super().__init__(message)
+        self.node = node
+        self.body = body
+
+
+class TransportError(NodeError):
+    """Raised when the connection to a node could not be made or broke mid-request."""
+
+
+class NodeTimeout(NodeError):
+    """Raised when a node did not answer within the request timeout, or sent no byte for
+    the stall timeout."""
+
+
+class ServerError(NodeError):
+    """Raised when a node answered with an HTTP status other than 200.
+
+    Attributes:
+        status: the HTTP status code.
+    """
+
+    def __init__(self, message: str, *, status: int, node: str = "", body: str = "") -> None:
+        super().__init__(message, node=node, body=body)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """5xx and 429 are worth another try elsewhere; other 4xx mean the request is bad."""
+        return self.status >= 500 or self.status in (408, 429)
+
+
+class ProtocolError(NodeError):
+    """Raised when a node answered 200 but the body is not a valid answer: not JSON, an
+    ``error`` key, no ``text``, or a stream that ended without ``reached_end: true``."""
+
+
+class AnswerError(RunnerError):
+    """Raised when an answer arrived intact but its content is unusable: no JSON could be
+    parsed or repaired from it, or it does not validate against the job's schema. Retrying
+    with a new seed may help; retrying on another node does not.
+
+    Attributes:
+        reasons: one line per step of the JSON ladder that failed.
+    """
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons or [])
+
+
+class ClusterUnavailable(RunnerError):
+    """Raised when no node could serve for longer than ``engine.no_node_timeout``; the run
+    stops and everything finished so far stays in the journal."""

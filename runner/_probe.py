@@ -1,0 +1,125 @@
+"""The node check (``job=probe``): every node gets one short real request.
+
+Prints a table — reachable or not and why, engine ids served, latency, tokens/s — and
+writes it to ``probe.json`` in the run directory. Exit status 0 when every node answered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from ._client import NodeClient
+from ._cluster import started_nodes
+from ._config import RunConfig
+from ._errors import NodeError
+from ._nodes import NodeSpec
+from ._outcome import EXIT_FAILED_ITEMS, EXIT_OK, Outcome
+from ._report import write_json
+from ._request import GenerationRequest
+
+
+@dataclass
+class ProbeResult:
+    node: str
+    url: str
+    reachable: bool
+    error: str | None = None
+    engines: list[str] | None = None
+    latency_s: float | None = None
+    output_tokens: int | None = None
+    tokens_per_s: float | None = None
+    text: str | None = None
+
+
+async def probe_node(spec: NodeSpec, cfg: RunConfig) -> ProbeResult:
+    """Ask one node which engines it serves, then for a short completion."""
+    engine = cfg.engine
+    result = ProbeResult(node=spec.name, url=spec.base_url, reachable=False)
+    request = GenerationRequest(
+        api=cfg.model.api,
+        style=cfg.model.style,
+        engine=cfg.model.engine,
+        prompt="Say hello in five words.",
+        params={"max_tokens": cfg.job.max_tokens or 16, "temperature": 0.0},
+        seed=1,
+    )
+    async with NodeClient(
+        spec.base_url,
+        name=spec.name,
+        api=cfg.model.api,
+        api_key=spec.api_key,
+        connect_timeout=engine.connect_timeout,
+        stall_timeout=engine.stall_timeout,
+        max_connections=2,
+    ) as client:
+        try:
+            with trio.fail_after(engine.probe_timeout):
+                result.engines = await client.engines()
+                start = trio.current_time()
+                completion = await client.generate(request, stream=False)
+        except NodeError as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            return result
+        except trio.TooSlowError:
+            result.error = f"no answer within probe_timeout={engine.probe_timeout}s"
+            return result
+    latency = trio.current_time() - start
+    result.reachable = True
+    result.latency_s = round(latency, 3)
+    result.output_tokens = completion.output_tokens
+    if completion.output_tokens and latency > 0:
+        result.tokens_per_s = round(completion.output_tokens / latency, 1)
+    result.text = completion.text
+    return result
+
+
+async def probe_all(specs: list[NodeSpec], cfg: RunConfig) -> list[ProbeResult]:
+    results: list[ProbeResult | None] = [None] * len(specs)
+
+    async def one(i: int) -> None:
+        results[i] = await probe_node(specs[i], cfg)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(specs)):
+            nursery.start_soon(one, i)
+    return [r for r in results if r is not None]
+
+
+def _table(results: list[ProbeResult]) -> Table:
+    table = Table(title="Node check")
+    for col in ("node", "reachable", "engines", "latency s", "tokens/s", "error"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            r.node,
+            "[green]yes[/]" if r.reachable else "[red]no[/]",
+            ", ".join(r.engines) if r.engines else ("-" if r.engines is None else "none"),
+            "-" if r.latency_s is None else f"{r.latency_s:.2f}",
+            "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
+            r.error or "",
+        )
+    return table
+
+
+def run_probe(cfg: RunConfig, run_dir: Path, *, console: Console) -> Outcome:
+    """Probe every node of the configured cluster; returns the run's outcome."""
+    started = time.monotonic()
+    with started_nodes(
+        cfg.cluster, cfg.engine, engine_id=cfg.model.engine, log_dir=run_dir
+    ) as specs:
+        results = trio.run(probe_all, specs, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / (cfg.job.output.filename or "probe.json")
+    write_json(
+        path, {"nodes": [asdict(r) for r in results], "wall_time_s": time.monotonic() - started}
+    )
+    console.print(_table(results))
+    up = sum(r.reachable for r in results)
+    code = EXIT_OK if up == len(results) else EXIT_FAILED_ITEMS
+    return Outcome(code, f"probe: {up}/{len(results)} nodes answered, exit {code} -> {path}")

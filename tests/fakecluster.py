@@ -1,0 +1,91 @@
+"""A scripted fake TextSynth cluster behind an injected httpx transport (virtual time).
+
+Each fake node answers after ``delay`` seconds of ``trio.sleep`` (so pytest-trio's
+``autojump_clock`` makes runs instant) and can be scripted to die, hang, or answer with
+errors; ``answer`` decides the text from the request body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+
+def echo_answer(body: dict[str, Any]) -> str:
+    return f"answer to: {body.get('prompt') or body.get('messages', [''])[-1]}"
+
+
+@dataclass
+class FakeNode:
+    """Behaviour of one fake node; times are trio clock times (virtual in tests)."""
+
+    delay: float = 1.0
+    answer: Callable[[dict[str, Any]], str] = echo_answer
+    dead_from: float | None = None  # connections refused from then on...
+    dead_until: float | None = None  # ...until then (None: for good)
+    hang_from: float | None = None  # requests never answered from then on
+    fail_first: int = 0  # the first N requests get `fail_status`
+    fail_status: int = 500
+    malformed_first: int = 0  # the first N answers are not JSON
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    served: int = 0
+
+    def _dead(self, now: float) -> bool:
+        if self.dead_from is None or now < self.dead_from:
+            return False
+        return self.dead_until is None or now < self.dead_until
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        now = trio.current_time()
+        if self._dead(now):
+            raise httpx.ConnectError("connection refused (fake node is dead)", request=request)
+        body = json.loads(request.content) if request.content else {}
+        self.requests.append(body)
+        if self.hang_from is not None and now >= self.hang_from:
+            await trio.sleep_forever()
+        if len(self.requests) <= self.fail_first:
+            return httpx.Response(self.fail_status, json={"error": "overloaded"})
+        await trio.sleep(self.delay)
+        if self._dead(trio.current_time()):
+            raise httpx.ReadError("connection reset (fake node died)", request=request)
+        if len(self.requests) <= self.fail_first + self.malformed_first:
+            return httpx.Response(200, content=b"<html>oops</html>")
+        self.served += 1
+        text = self.answer(body)
+        tokens = max(1, len(text.split()))
+        if body.get("stream"):
+            return httpx.Response(200, content=_stream(text, tokens))
+        return httpx.Response(
+            200,
+            json={
+                "text": text,
+                "reached_end": True,
+                "input_tokens": 10,
+                "output_tokens": tokens,
+                "truncated_prompt": False,
+                "finish_reason": "stop",
+            },
+        )
+
+
+async def _stream(text: str, tokens: int) -> AsyncIterator[bytes]:
+    for word in text.split(" "):
+        yield json.dumps({"text": word + " ", "reached_end": False}).encode() + b"\n\n"
+    last = {"text": "", "reached_end": True, "input_tokens": 10, "output_tokens": tokens}
+    yield json.dumps(last).encode() + b"\n\n"
+
+
+class FakeCluster(httpx.AsyncBaseTransport):
+    """Routes each request to the fake node named by its URL's ``host:port``."""
+
+    def __init__(self, nodes: dict[str, FakeNode]) -> None:
+        self.nodes = nodes
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        name = f"{request.url.host}:{request.url.port}"
+        return await self.nodes[name].handle(request)

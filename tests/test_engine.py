@@ -1,0 +1,257 @@
+"""The engine against scripted fake nodes, in virtual time (pytest-trio's autojump clock)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import trio
+
+from runner._config import EngineConfig
+from runner._engine import Engine, Work
+from runner._errors import ClusterUnavailable
+from runner._nodes import NodeSpec
+from runner._plan import json_acceptor
+from runner._request import Api, GenerationRequest, Style
+from tests.fakecluster import FakeCluster, FakeNode
+
+SETTINGS = EngineConfig(
+    slots=1,
+    stream=False,
+    stall_timeout=30.0,
+    request_timeout=60.0,
+    probe_interval=1.0,
+    probe_timeout=5.0,
+    no_node_timeout=120.0,
+    backoff_initial=0.1,
+    backoff_max=2.0,
+)
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "year": {"type": "integer"}},
+    "required": ["title", "year"],
+}
+
+
+def make_work(n: int, *, seed: int = 7) -> list[Work]:
+    works = []
+    for i in range(n):
+        request = GenerationRequest(
+            api=Api.textsynth,
+            style=Style.completion,
+            engine="m",
+            prompt=f"item {i}",
+            params={"max_tokens": 20},
+            seed=seed,
+        )
+        works.append(Work(f"id{i}", i, {"n": i}, request, request.key()))
+    return works
+
+
+def specs(*ports: int, slots: int = 1) -> list[NodeSpec]:
+    return [NodeSpec(f"127.0.0.1:{p}", f"http://127.0.0.1:{p}", slots=slots) for p in ports]
+
+
+async def run_engine(
+    nodes: dict[int, FakeNode],
+    works: list[Work],
+    *,
+    settings: EngineConfig = SETTINGS,
+    slots: int = 1,
+    acceptor: Any = None,
+) -> tuple[Engine, list[dict[str, Any]]]:
+    records: list[dict[str, Any]] = []
+    transport = FakeCluster({f"127.0.0.1:{p}": node for p, node in nodes.items()})
+    kwargs = {"acceptor": acceptor} if acceptor else {}
+    engine = Engine(
+        specs(*nodes, slots=slots),
+        settings,
+        api=Api.textsynth,
+        style=Style.completion,
+        engine_id="m",
+        on_result=records.append,
+        transport=transport,
+        **kwargs,
+    )
+    await engine.run(iter(works))
+    return engine, records
+
+
+def by_node(records: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["node"]] = counts.get(r["node"], 0) + 1
+    return counts
+
+
+def assert_each_item_once(records: list[dict[str, Any]], n: int) -> None:
+    assert sorted(r["index"] for r in records) == list(range(n))
+
+
+async def test_every_item_ends_as_one_ok_record(autojump_clock: Any) -> None:
+    _, records = await run_engine({1: FakeNode(), 2: FakeNode()}, make_work(20))
+    assert_each_item_once(records, 20)
+    assert all(r["status"] == "ok" for r in records)
+    assert records[0]["answer"].startswith("answer to: item")
+    assert records[0]["output_tokens"] > 0
+
+
+async def test_a_node_twice_as_fast_serves_about_twice_as_many(autojump_clock: Any) -> None:
+    _, records = await run_engine({1: FakeNode(delay=1.0), 2: FakeNode(delay=2.0)}, make_work(60))
+    counts = by_node(records)
+    assert 1.7 <= counts["127.0.0.1:1"] / counts["127.0.0.1:2"] <= 2.3
+
+
+async def test_slots_bound_the_requests_in_flight_per_node(autojump_clock: Any) -> None:
+    engine, records = await run_engine({1: FakeNode(delay=1.0)}, make_work(12), slots=3)
+    assert_each_item_once(records, 12)
+    # 12 items, 3 at a time, 1 s each: 4 s, not 12 s and not 1 s.
+    assert engine.finished_at - engine.started_at == pytest.approx(4.0, abs=0.5)
+
+
+async def test_dead_node_work_moves_to_live_nodes(autojump_clock: Any) -> None:
+    dying = FakeNode(delay=1.0, dead_from=5.0)
+    engine, records = await run_engine({1: FakeNode(delay=1.0), 2: dying}, make_work(40))
+    assert_each_item_once(records, 40)
+    assert all(r["status"] == "ok" for r in records)
+    assert by_node(records)["127.0.0.1:1"] > 30
+    assert engine.nodes[1].health.value == "benched"
+
+
+async def test_hung_node_is_abandoned_and_its_items_resent(autojump_clock: Any) -> None:
+    settings = replace(SETTINGS, request_timeout=10.0, hedge=False)
+    hanging = FakeNode(delay=1.0, hang_from=3.0)
+    engine, records = await run_engine(
+        {1: FakeNode(delay=1.0), 2: hanging}, make_work(30), settings=settings
+    )
+    assert_each_item_once(records, 30)
+    assert all(r["status"] == "ok" for r in records)
+    assert engine.nodes[1].errors >= 1
+
+
+async def test_5xx_and_429_bursts_are_retried_elsewhere(autojump_clock: Any) -> None:
+    nodes = {1: FakeNode(fail_first=5, fail_status=500), 2: FakeNode(fail_first=5, fail_status=429)}
+    engine, records = await run_engine(nodes, make_work(20))
+    assert_each_item_once(records, 20)
+    assert all(r["status"] == "ok" for r in records)
+    assert sum(n.errors for n in engine.nodes) == 10
+    retried = [r for r in records if r["attempts"] > 1]
+    assert retried and all("overloaded" in " ".join(r["errors"]) for r in retried)
+
+
+async def test_malformed_bodies_count_as_node_failures(autojump_clock: Any) -> None:
+    _, records = await run_engine({1: FakeNode(malformed_first=2), 2: FakeNode()}, make_work(10))
+    assert all(r["status"] == "ok" for r in records)
+    assert any("ProtocolError" in " ".join(r["errors"]) for r in records)
+
+
+async def test_a_request_rejected_everywhere_fails_with_its_reasons(autojump_clock: Any) -> None:
+    settings = replace(SETTINGS, max_attempts=3, breaker_failures=100)
+    nodes = {1: FakeNode(fail_first=10**6), 2: FakeNode(fail_first=10**6)}
+    _, records = await run_engine(nodes, make_work(3), settings=settings)
+    assert_each_item_once(records, 3)
+    assert all(r["status"] == "failed" for r in records)
+    assert all(r["attempts"] == 3 and "500" in r["error"] for r in records)
+
+
+async def test_json_wrapped_in_prose_is_repaired_and_provenance_recorded(
+    autojump_clock: Any,
+) -> None:
+    def answer(body: dict[str, Any]) -> str:
+        return 'Sure! Here it is: {"title": "Heat", "year": 1995,} Hope it helps.'
+
+    acceptor = json_acceptor(SCHEMA, source="test")
+    _, records = await run_engine({1: FakeNode(answer=answer)}, make_work(3), acceptor=acceptor)
+    assert all(r["status"] == "ok" for r in records)
+    assert records[0]["answer"] == {"title": "Heat", "year": 1995}
+    assert records[0]["repair"] in ("extracted", "repaired")
+
+
+async def test_invalid_json_is_regenerated_with_the_next_seed(autojump_clock: Any) -> None:
+    def answer(body: dict[str, Any]) -> str:
+        if body["seed"] == 7:
+            return "I do not know that film."
+        return json.dumps({"title": "Heat", "year": 1995})
+
+    acceptor = json_acceptor(SCHEMA, source="test")
+    _, records = await run_engine(
+        {1: FakeNode(answer=answer), 2: FakeNode(answer=answer)}, make_work(4), acceptor=acceptor
+    )
+    for r in records:
+        assert r["status"] == "ok"
+        assert r["seeds"] == [7, 8] and r["seed"] == 8 and r["attempts"] == 2
+        assert r["repair"] == "strict"
+
+
+async def test_an_answer_that_never_validates_is_a_failure_record(autojump_clock: Any) -> None:
+    settings = replace(SETTINGS, json_attempts=3)
+    acceptor = json_acceptor(SCHEMA, source="test")
+    node = FakeNode(answer=lambda body: '{"title": 3}')
+    _, records = await run_engine({1: node}, make_work(2), settings=settings, acceptor=acceptor)
+    assert_each_item_once(records, 2)
+    for r in records:
+        assert r["status"] == "failed"
+        assert r["seeds"] == [7, 8, 9]
+        assert len(r["errors"]) == 3
+        assert r["text"] == '{"title": 3}'
+
+
+async def test_all_nodes_down_stops_the_run_after_the_bounded_wait(autojump_clock: Any) -> None:
+    settings = replace(SETTINGS, no_node_timeout=30.0)
+    nodes = {1: FakeNode(dead_from=3.5), 2: FakeNode(dead_from=3.5)}
+    records: list[dict[str, Any]] = []
+    engine = Engine(
+        specs(1, 2),
+        settings,
+        api=Api.textsynth,
+        style=Style.completion,
+        engine_id="m",
+        on_result=records.append,
+        transport=FakeCluster({f"127.0.0.1:{p}": n for p, n in nodes.items()}),
+    )
+    start = trio.current_time()
+    with pytest.raises(ClusterUnavailable, match="no node could serve for 30s"):
+        await engine.run(iter(make_work(50)))
+    assert trio.current_time() - start < 60
+    assert 4 <= len(records) <= 8  # what finished before the outage is kept
+    assert all(r["status"] == "ok" for r in records)
+
+
+async def test_nodes_down_for_a_while_then_back_finish_the_run(autojump_clock: Any) -> None:
+    nodes = {
+        1: FakeNode(dead_from=3.5, dead_until=40.0),
+        2: FakeNode(dead_from=3.5, dead_until=50.0),
+    }
+    engine, records = await run_engine(nodes, make_work(30))
+    assert_each_item_once(records, 30)
+    assert all(r["status"] == "ok" for r in records)
+    assert {n.health.value for n in engine.nodes} == {"admitted"}
+
+
+async def test_benched_node_is_readmitted_after_a_successful_probe(autojump_clock: Any) -> None:
+    flaky = FakeNode(delay=1.0, dead_from=2.0, dead_until=10.0)
+    engine, records = await run_engine({1: FakeNode(delay=1.0), 2: flaky}, make_work(60))
+    assert_each_item_once(records, 60)
+    assert by_node(records)["127.0.0.1:2"] > 10  # it served again after coming back
+    assert engine.nodes[1].health.value == "admitted"
+
+
+async def test_hedging_reroutes_the_stragglers_last_item(autojump_clock: Any) -> None:
+    nodes = {1: FakeNode(delay=1.0), 2: FakeNode(delay=1.0), 3: FakeNode(delay=30.0)}
+    with_hedge, _ = await run_engine(nodes, make_work(20))
+    nodes = {1: FakeNode(delay=1.0), 2: FakeNode(delay=1.0), 3: FakeNode(delay=30.0)}
+    without, _ = await run_engine(nodes, make_work(20), settings=replace(SETTINGS, hedge=False))
+    assert with_hedge.finished_at - with_hedge.started_at < 15
+    assert without.finished_at - without.started_at >= 30
+    assert sum(n.hedges for n in with_hedge.nodes) >= 1
+
+
+async def test_streamed_answers_are_assembled(autojump_clock: Any) -> None:
+    settings = replace(SETTINGS, stream=True)
+    _, records = await run_engine({1: FakeNode()}, make_work(3), settings=settings)
+    assert [r["answer"].strip() for r in sorted(records, key=lambda r: r["index"])] == [
+        f"answer to: item {i}" for i in range(3)
+    ]
