@@ -134,7 +134,8 @@ async def test_hung_node_is_abandoned_and_its_items_resent(autojump_clock: Any) 
 
 async def test_5xx_and_429_bursts_are_retried_elsewhere(autojump_clock: Any) -> None:
     nodes = {1: FakeNode(fail_first=5, fail_status=500), 2: FakeNode(fail_first=5, fail_status=429)}
-    engine, records = await run_engine(nodes, make_work(20))
+    settings = replace(SETTINGS, breaker_failures=10)
+    engine, records = await run_engine(nodes, make_work(20), settings=settings)
     assert_each_item_once(records, 20)
     assert all(r["status"] == "ok" for r in records)
     assert sum(n.errors for n in engine.nodes) == 10
