@@ -257,10 +257,10 @@ class Engine:
             else:
                 return _Task(work), wake_at
         if self.settings.hedge and self._fresh_done and not self._retry:
-            task = self._hedge_candidate(node, now)
-            if task is not None:
+            hedge = self._hedge_candidate(node, now)
+            if hedge is not None:
                 node.hedges += 1
-                return task, wake_at
+                return hedge, wake_at
         return None, wake_at
 
     def _hedge_candidate(self, node: NodeState, now: float) -> _Task | None:
