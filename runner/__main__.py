@@ -82,6 +82,8 @@ def _hydra_main(cfg: DictConfig) -> None:
     _started = True
     if isinstance(sys.stderr, _HeldStderr):
         sys.stderr.release()
+    for noisy in ("httpx", "httpcore"):  # one line per request drowns the progress lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         outcome = run(to_run_config(cfg), run_dir)

@@ -1,0 +1,281 @@
+"""The TextSynth protocol (ts_server, api.textsynth.com, our own node), as pure functions.
+
+:func:`build` turns a :class:`~runner._request.GenerationRequest` into a URL path and a JSON
+body; :func:`parse` turns a status and body into a :class:`~runner._request.Completion`;
+:class:`StreamDecoder` does the same for a streamed answer, fed bytes as they arrive.
+Nothing here sends anything: see :mod:`runner._client`.
+
+The stream framing is one JSON object per chunk, each followed by a blank line (no SSE
+``data:`` prefix, no ``[DONE]``); the last chunk has ``reached_end: true`` and the token
+counts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import quote
+
+from ._errors import ProtocolError, ServerError
+from ._request import Completion, GenerationRequest, Style
+
+BODY_LIMIT = 2000  # characters of a raw body kept in an exception for diagnosis
+CHUNK_LIMIT = 4 * 1024 * 1024  # bytes one stream chunk may take before it is a protocol error
+_SEPARATOR = re.compile(rb"\r?\n\r?\n")
+
+
+def build(request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
+    """The URL path and JSON body for ``request``.
+
+    Args:
+        request: what to ask. ``params`` are sent as they are (TextSynth names), ``None``
+            values dropped.
+        stream: ask for a streamed answer.
+
+    Returns:
+        ``(path, body)``, the path relative to the node's base URL.
+    """
+    engine = quote(request.engine, safe="")
+    body: dict[str, Any] = {k: v for k, v in request.params.items() if v is not None}
+    if request.style is Style.chat:
+        path = f"/v1/engines/{engine}/chat"
+        body["messages"] = [request.prompt]
+        if request.system is not None:
+            body["system"] = request.system
+    else:
+        path = f"/v1/engines/{engine}/completions"
+        body["prompt"] = request.prompt
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.schema is not None:
+        body["schema"] = request.schema
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    return path, body
+
+
+def parse(status: int, body: bytes, *, node: str) -> Completion:
+    """Read a complete (not streamed) answer.
+
+    Raises:
+        ServerError: the status is not 200.
+        ProtocolError: the body is not a JSON object, holds an ``error``, has no ``text``, or
+            a field of the wrong type.
+    """
+    raw = _raw(body)
+    if status != 200:
+        raise ServerError(
+            f"HTTP {status}: {_error_summary(body)}", status=status, node=node, body=raw
+        )
+    obj = _object(body, node=node, raw=raw)
+    texts = _texts(obj.get("text"), node=node, raw=raw)
+    return _completion(obj, texts, node=node, raw=raw)
+
+
+ENGINES_PATH = "/v1/engines"  # served by our node; ts_server has no listing (404)
+
+
+def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
+    """Read an engine listing: ``{"engines": [...]}`` or ``{"data": [...]}`` or a bare
+    list, whose entries are ids or objects with an ``id`` (or ``name``).
+
+    Returns:
+        The engine ids, or ``None`` when the node has no listing (400, 404, 405, 501).
+
+    Raises:
+        ServerError: another status than 200 or those.
+        ProtocolError: the body is not such a listing.
+    """
+    return _engine_ids(status, body, node=node, keys=("engines", "data"))
+
+
+class StreamDecoder:
+    """Decodes a TextSynth stream fed in pieces of any size.
+
+    Bad chunks raise :class:`~runner._errors.ProtocolError` from :meth:`feed` as soon as they
+    are complete, so the caller can stop reading early; :meth:`finish` raises it for a stream
+    that ended before its final chunk.
+    """
+
+    def __init__(self, *, node: str) -> None:
+        self.node = node
+        self._buffer = bytearray()
+        self._parts: list[list[str]] = []
+        self._final: Completion | None = None
+        self._tail = ""  # the last characters seen, for diagnosis
+
+    def feed(self, data: bytes) -> None:
+        """Take the next bytes of the stream.
+
+        Raises:
+            ProtocolError: a complete chunk is not a JSON object, holds an ``error``, or
+                comes after the final one; or a chunk grows past ``CHUNK_LIMIT``.
+        """
+        self._tail = (self._tail + data.decode("utf-8", errors="replace"))[-BODY_LIMIT:]
+        seen = max(0, len(self._buffer) - 3)  # a separator may straddle the old end
+        self._buffer += data
+        start = 0
+        for match in _SEPARATOR.finditer(self._buffer, seen):
+            self._chunk(bytes(self._buffer[start : match.start()]))
+            start = match.end()
+        del self._buffer[:start]
+        if len(self._buffer) > CHUNK_LIMIT:
+            raise ProtocolError(
+                f"stream chunk larger than {CHUNK_LIMIT} bytes", node=self.node, body=self._tail
+            )
+
+    def finish(self) -> Completion:
+        """The whole answer, once the stream has ended.
+
+        Raises:
+            ProtocolError: the stream ended without a chunk with ``reached_end: true``, or its
+                last chunk is bad.
+        """
+        self._chunk(bytes(self._buffer))
+        self._buffer.clear()
+        if self._final is None:
+            raise ProtocolError(
+                "stream ended without reached_end: true", node=self.node, body=self._tail
+            )
+        return self._final
+
+    def _chunk(self, data: bytes) -> None:
+        if not data.strip():
+            return
+        raw = _raw(data)
+        if self._final is not None:
+            raise ProtocolError("data after the final stream chunk", node=self.node, body=raw)
+        obj = _object(data, node=self.node, raw=raw)
+        fragment = obj.get("text", "")
+        pieces = _texts(fragment, node=self.node, raw=raw, allow_empty=True)
+        while len(self._parts) < len(pieces):
+            self._parts.append([])
+        for parts, piece in zip(self._parts, pieces, strict=False):
+            parts.append(piece)
+        reached_end = obj.get("reached_end", False)
+        if not isinstance(reached_end, bool):
+            raise ProtocolError(
+                f"reached_end: expected true or false, got {_kind(reached_end)}",
+                node=self.node,
+                body=raw,
+            )
+        if reached_end:
+            texts = tuple("".join(parts) for parts in self._parts) or ("",)
+            self._final = _completion(obj, texts, node=self.node, raw=raw)
+
+
+# ----------------------------------------------------------------------- helpers
+
+NO_LISTING = frozenset({400, 404, 405, 501})
+
+
+def _engine_ids(status: int, body: bytes, *, node: str, keys: tuple[str, ...]) -> list[str] | None:
+    """Engine or model ids from a listing; shared with :mod:`runner._openai`."""
+    if status in NO_LISTING:
+        return None
+    raw = _raw(body)
+    if status != 200:
+        raise ServerError(
+            f"HTTP {status}: {_error_summary(body)}", status=status, node=node, body=raw
+        )
+    try:
+        listing = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("listing is not JSON", node=node, body=raw) from exc
+    if isinstance(listing, dict):
+        if listing.get("error") is not None:
+            raise ProtocolError(f"node error: {_message(listing['error'])}", node=node, body=raw)
+        listing = next((listing[k] for k in keys if k in listing), None)
+    if not isinstance(listing, list):
+        raise ProtocolError(f"listing has no list under {' or '.join(keys)}", node=node, body=raw)
+    ids: list[str] = []
+    for entry in listing:
+        name = entry.get("id", entry.get("name")) if isinstance(entry, dict) else entry
+        if not isinstance(name, str):
+            raise ProtocolError(
+                f"listing entry without an id: {_short(repr(entry))}", node=node, body=raw
+            )
+        ids.append(name)
+    return ids
+
+
+def _raw(body: bytes) -> str:
+    return body[: BODY_LIMIT * 4].decode("utf-8", errors="replace")[:BODY_LIMIT]
+
+
+def _object(body: bytes, *, node: str, raw: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"body is not JSON: {_short(str(exc))}", node=node, body=raw) from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"body is {_kind(obj)}, not a JSON object", node=node, body=raw)
+    if "error" in obj:
+        raise ProtocolError(f"node error: {_message(obj['error'])}", node=node, body=raw)
+    return obj
+
+
+def _texts(value: Any, *, node: str, raw: str, allow_empty: bool = False) -> tuple[str, ...]:
+    """``text`` as a tuple: one string, or one per completion when ``n`` > 1."""
+    if isinstance(value, str):
+        return (value,)
+    strings = isinstance(value, list) and all(isinstance(t, str) for t in value)
+    if strings and (value or allow_empty):
+        return tuple(value)
+    if value is None:
+        raise ProtocolError("answer has no text", node=node, body=raw)
+    raise ProtocolError(
+        f"text: expected a string or a list of strings, got {_kind(value)}", node=node, body=raw
+    )
+
+
+def _completion(obj: dict[str, Any], texts: tuple[str, ...], *, node: str, raw: str) -> Completion:
+    def field(name: str, kind: type, default: Any) -> Any:
+        value = obj.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ProtocolError(
+                f"{name}: expected {kind.__name__}, got {_kind(value)}", node=node, body=raw
+            )
+        return value
+
+    return Completion(
+        text=texts[0] if texts else "",
+        texts=texts,
+        input_tokens=field("input_tokens", int, None),
+        output_tokens=field("output_tokens", int, None),
+        truncated_prompt=field("truncated_prompt", bool, False),
+        finish_reason=field("finish_reason", str, None),
+    )
+
+
+def _error_summary(body: bytes) -> str:
+    """A short line saying what an error body says."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        obj = None
+    if isinstance(obj, dict) and "error" in obj:
+        return _message(obj["error"])
+    return _short(_raw(body)) or "(empty body)"
+
+
+def _message(error: Any) -> str:
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return _short(error["message"])
+    return _short(error if isinstance(error, str) else json.dumps(error))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names |= {list: "a list", dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
