@@ -1,1 +1,52 @@
-"""Run large batches of templated prompts over a cluster of TextSynth-API nodes."""
+"""Run large batches of templated prompts over a cluster of TextSynth-API nodes.
+
+The command line (``python -m runner job=... cluster=...``) is the main interface; these
+names are the library's public surface.
+"""
+
+from ._config import (
+    ClusterConfig,
+    EngineConfig,
+    JobConfig,
+    ModelConfig,
+    RunConfig,
+)
+from ._engine import Accepted, Engine, Work
+from ._errors import (
+    AnswerError,
+    ClusterUnavailable,
+    ConfigError,
+    NodeError,
+    NodeTimeout,
+    ProtocolError,
+    RunnerError,
+    ServerError,
+    TransportError,
+)
+from ._nodes import NodeSpec
+from ._request import Api, Completion, GenerationRequest, Style
+
+__all__ = [
+    "Accepted",
+    "AnswerError",
+    "Api",
+    "ClusterConfig",
+    "ClusterUnavailable",
+    "Completion",
+    "ConfigError",
+    "Engine",
+    "EngineConfig",
+    "GenerationRequest",
+    "JobConfig",
+    "ModelConfig",
+    "NodeError",
+    "NodeSpec",
+    "NodeTimeout",
+    "ProtocolError",
+    "RunConfig",
+    "RunnerError",
+    "ServerError",
+    "Style",
+    "TransportError",
+    "Work",
+]

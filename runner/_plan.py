@@ -21,7 +21,7 @@ from ._errors import ConfigError
 from ._inputs import read_items, scan_items
 from ._jsonladder import accept_json, compile_schema, load_schema
 from ._request import Completion, GenerationRequest
-from ._templates import PromptTemplate, load_template, render_string
+from ._templates import PromptTemplate, load_template
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,7 @@ class JobPlan:
 
     cfg: RunConfig
     template: PromptTemplate
+    system: PromptTemplate | None
     input_path: Path
     schema: dict[str, Any] | None
     acceptor: Acceptor
@@ -105,7 +106,7 @@ class JobPlan:
         schema = self.schema if model.schema_decoding else None
         for item in self._items():
             prompt = self.template.render(item.data, item_label=item.id)
-            system = render_string(self.job.system, item.data) if self.job.system else None
+            system = self.system.render(item.data, item_label=item.id) if self.system else None
             request = GenerationRequest(
                 api=model.api,
                 style=model.style,
@@ -143,7 +144,8 @@ def prepare(cfg: RunConfig) -> JobPlan:
         acceptor = json_acceptor(schema, source=str(schema_path))
     elif job.schema:
         raise ConfigError(f"job '{job.name}': job.schema is set but job.answer is 'text'")
-    return JobPlan(cfg, template, input_path, schema, acceptor)
+    system = PromptTemplate.from_string(job.system, name="job.system") if job.system else None
+    return JobPlan(cfg, template, system, input_path, schema, acceptor)
 
 
 def json_acceptor(schema: dict[str, Any], *, source: str) -> Acceptor:
