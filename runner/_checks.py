@@ -18,6 +18,7 @@ from ._errors import ConfigError
 # key → (minimum, strictly greater?) for numbers that must be positive or non-negative
 _POSITIVE = {
     "engine.slots": 1,
+    "engine.max_slots": 1,
     "engine.connect_timeout": 0,
     "engine.stall_timeout": 0,
     "engine.request_timeout": 0,

@@ -148,7 +148,9 @@ class JobConfig:
 class EngineConfig:
     """How work is spread, timed out and retried."""
 
-    slots: int = 1  # default requests in flight per node
+    slots: int = 1  # default requests in flight per node (fixed mode)
+    adaptive: bool = False  # find each node's best in-flight count while the job runs
+    max_slots: int = 8  # the highest in-flight count adaptive mode tries
     stream: bool = True  # streamed answers let stalls be seen while they happen
     connect_timeout: float = 5.0
     stall_timeout: float = 60.0  # no byte for this long → abandoned, sent elsewhere

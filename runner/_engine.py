@@ -35,6 +35,7 @@ import httpx
 import trio
 
 from . import _records
+from ._adaptive import ConcurrencyTuner
 from ._client import NodeClient
 from ._config import EngineConfig
 from ._errors import AnswerError, ClusterUnavailable, NodeError, NodeTimeout
@@ -143,6 +144,11 @@ class Engine:
             raise ValueError("a cluster needs at least one node")
         self.settings = settings
         self.nodes = [NodeState(spec) for spec in nodes]
+        self._tuners: dict[str, ConcurrencyTuner] = {}
+        if settings.adaptive:
+            for node in self.nodes:
+                self._tuners[node.name] = ConcurrencyTuner(ceiling=settings.max_slots)
+                node.limit = 1
         self._api = api
         self._style = style
         self._engine_id = engine_id
@@ -183,7 +189,7 @@ class Engine:
                     api_key=node.spec.api_key,
                     connect_timeout=self.settings.connect_timeout,
                     stall_timeout=self.settings.stall_timeout,
-                    max_connections=node.spec.slots + 1,
+                    max_connections=self._workers(node) + 1,
                     transport=self._transport,
                 )
                 self._clients[node.name] = await stack.enter_async_context(client)
@@ -193,13 +199,17 @@ class Engine:
                     outer.start_soon(self._prober, node)
                 async with trio.open_nursery() as workers:
                     for node in self.nodes:
-                        for _ in range(node.spec.slots):
+                        for _ in range(self._workers(node)):
                             workers.start_soon(self._worker, node)
                 self._all_done.set()
                 outer.cancel_scope.cancel()
         self.finished_at = trio.current_time()
         if self._stopped_reason:
             raise ClusterUnavailable(self._stopped_reason)
+
+    def _workers(self, node: NodeState) -> int:
+        """Worker tasks for a node: its slots, or the adaptive ceiling."""
+        return self.settings.max_slots if self._tuners else node.spec.slots
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -344,6 +354,12 @@ class Engine:
         else:
             assert completion is not None
             node.record_success(latency, completion.output_tokens)
+            tuner = self._tuners.get(node.name)
+            if tuner is not None:
+                work = completion.output_tokens if completion.output_tokens else 1
+                node.limit = tuner.observe(
+                    trio.current_time(), work, saturated=not self._fresh_done or bool(self._retry)
+                )
             self._answered(node, task, completion, latency, seed)
         self._notify()
 

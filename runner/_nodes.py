@@ -41,7 +41,7 @@ class NodeState:
     """What the engine knows about one node while a run goes on."""
 
     spec: NodeSpec
-    limit: int = 0  # requests in flight allowed now (≤ spec.slots)
+    limit: int = 0  # requests in flight allowed now
     active: int = 0  # requests in flight now
     health: Health = Health.admitted
     consecutive_failures: int = 0
@@ -95,6 +95,7 @@ class NodeState:
             "successes": self.successes,
             "errors": self.errors,
             "hedges": self.hedges,
+            "limit": self.limit,
             "output_tokens": self.output_tokens,
             "tokens_per_s": round(self.output_tokens / self.busy_time, 2) if self.busy_time else 0,
             "latency_p50_s": round(statistics.median(lat), 4) if lat else None,

@@ -32,13 +32,20 @@ class FakeNode:
     fail_first: int = 0  # the first N requests get `fail_status`
     fail_status: int = 500
     malformed_first: int = 0  # the first N answers are not JSON
+    parallel: int | None = None  # with more requests in flight, each one slows down
     requests: list[dict[str, Any]] = field(default_factory=list)
     served: int = 0
+    active: int = 0
 
     def _dead(self, now: float) -> bool:
         if self.dead_from is None or now < self.dead_from:
             return False
         return self.dead_until is None or now < self.dead_until
+
+    def _service_time(self) -> float:
+        if self.parallel is None:
+            return self.delay
+        return self.delay * max(1.0, self.active / self.parallel)
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         now = trio.current_time()
@@ -50,7 +57,11 @@ class FakeNode:
             await trio.sleep_forever()
         if len(self.requests) <= self.fail_first:
             return httpx.Response(self.fail_status, json={"error": "overloaded"})
-        await trio.sleep(self.delay)
+        self.active += 1
+        try:
+            await trio.sleep(self._service_time())
+        finally:
+            self.active -= 1
         if self._dead(trio.current_time()):
             raise httpx.ReadError("connection reset (fake node died)", request=request)
         if len(self.requests) <= self.fail_first + self.malformed_first:

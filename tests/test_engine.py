@@ -256,3 +256,14 @@ async def test_streamed_answers_are_assembled(autojump_clock: Any) -> None:
     assert [r["answer"].strip() for r in sorted(records, key=lambda r: r["index"])] == [
         f"answer to: item {i}" for i in range(3)
     ]
+
+
+async def test_adaptive_mode_finds_each_nodes_best_concurrency(autojump_clock: Any) -> None:
+    settings = replace(SETTINGS, adaptive=True, max_slots=8, hedge=False)
+    nodes = {1: FakeNode(delay=1.0, parallel=1), 2: FakeNode(delay=1.0, parallel=4)}
+    engine, records = await run_engine(nodes, make_work(600), settings=settings)
+    assert_each_item_once(records, 600)
+    serial, parallel = engine.nodes
+    assert serial.limit <= 2
+    assert 3 <= parallel.limit <= 5
+    assert by_node(records)["127.0.0.1:2"] > 2.5 * by_node(records)["127.0.0.1:1"]
