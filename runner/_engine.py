@@ -38,7 +38,14 @@ from . import _records
 from ._adaptive import ConcurrencyTuner
 from ._client import NodeClient
 from ._config import EngineConfig
-from ._errors import AnswerError, ClusterUnavailable, NodeError, NodeTimeout
+from ._errors import (
+    AnswerError,
+    ClusterUnavailable,
+    NodeError,
+    NodeTimeout,
+    ProtocolError,
+    ServerError,
+)
 from ._nodes import Health, NodeSpec, NodeState
 from ._request import Api, Completion, GenerationRequest, Style
 
@@ -68,6 +75,41 @@ class Accepted:
 
     answer: Any
     step: str | None = None  # the JSON ladder step (strict / extracted / repaired)
+
+
+@dataclass(frozen=True)
+class RequestTrace:
+    """One request as it happened, for timelines and benchmarks.
+
+    Attributes:
+        node: the node it went to.
+        item: the work item's id.
+        started: ``trio.current_time()`` when it was sent.
+        ended: when it ended.
+        outcome: ``ok``; ``rejected`` (the answer failed the job's checks); ``cancelled`` (a
+            hedge that lost the race) or ``discarded`` (answered after another copy won); or
+            the failure: ``status``, ``malformed``, ``transport``, ``timeout``.
+        final: this request settled the item (its accepted answer, or the last failure).
+        output_tokens: tokens generated, when the node said.
+    """
+
+    node: str
+    item: str
+    started: float
+    ended: float
+    outcome: str
+    final: bool
+    output_tokens: int | None = None
+
+
+def _failure_kind(exc: NodeError) -> str:
+    if isinstance(exc, ServerError):
+        return "status"
+    if isinstance(exc, ProtocolError):
+        return "malformed"
+    if isinstance(exc, NodeTimeout):
+        return "timeout"
+    return "transport"
 
 
 Acceptor = Callable[[Completion], Accepted]
@@ -125,6 +167,7 @@ class Engine:
         engine_id: the engine id probes are sent to.
         acceptor: checks each answer's content.
         on_result: receives every finished item's record, the moment it finishes.
+        on_request: receives a trace of every request when it ends (optional).
         transport: an httpx transport to use instead of the network (tests, simulations).
     """
 
@@ -138,6 +181,7 @@ class Engine:
         engine_id: str,
         acceptor: Acceptor = accept_text,
         on_result: Callable[[dict[str, Any]], None],
+        on_request: Callable[[RequestTrace], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not nodes:
@@ -154,6 +198,7 @@ class Engine:
         self._engine_id = engine_id
         self._accept = acceptor
         self._on_result = on_result
+        self._on_request = on_request
         self._transport = transport
         self._clients: dict[str, NodeClient] = {}
         self._fresh: Iterator[Work] = iter(())
@@ -347,10 +392,10 @@ class Engine:
             self._in_flight.discard(task)
         if scope.cancelled_caught or task.done:
             # A hedge lost the race: its answer (if any) is discarded.
-            self._notify()
-            return
-        if failure is not None:
+            outcome = "cancelled" if scope.cancelled_caught else "discarded"
+        elif failure is not None:
             self._node_failed(node, task, failure)
+            outcome = _failure_kind(failure)
         else:
             assert completion is not None
             node.record_success(latency, completion.output_tokens)
@@ -360,25 +405,38 @@ class Engine:
                 node.limit = tuner.observe(
                     trio.current_time(), work, saturated=not self._fresh_done or bool(self._retry)
                 )
-            self._answered(node, task, completion, latency, seed)
+            outcome = "ok" if self._answered(node, task, completion, latency, seed) else "rejected"
+        if self._on_request is not None:
+            self._on_request(
+                RequestTrace(
+                    node=node.name,
+                    item=task.work.id,
+                    started=now,
+                    ended=now + latency,
+                    outcome=outcome,
+                    final=task.done and outcome not in ("cancelled", "discarded"),
+                    output_tokens=completion.output_tokens if completion else None,
+                )
+            )
         self._notify()
 
     def _answered(
         self, node: NodeState, task: _Task, completion: Completion, latency: float, seed: int
-    ) -> None:
+    ) -> bool:
+        """Check an answer; finish the item or queue it for another seed. True if accepted."""
         task.last_text = completion.text
         try:
             accepted = self._accept(completion)
         except AnswerError as exc:
             task.errors.append(f"seed {seed}: {exc}")
             if task.running:
-                return  # a copy is still running; let it answer
+                return False  # a copy is still running; let it answer
             task.content_attempts += 1
             if task.content_attempts >= self.settings.json_attempts:
                 self._finish(task, _records.failed(task.work, error=str(exc), **self._trail(task)))
             else:
                 self._retry.appendleft(task)
-            return
+            return False
         for other_scope, _ in task.running.values():
             other_scope.cancel()
         self._finish(
@@ -394,6 +452,7 @@ class Engine:
                 **self._trail(task),
             ),
         )
+        return True
 
     def _trail(self, task: _Task) -> dict[str, Any]:
         return {

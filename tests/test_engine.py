@@ -267,3 +267,27 @@ async def test_adaptive_mode_finds_each_nodes_best_concurrency(autojump_clock: A
     assert serial.limit <= 2
     assert 3 <= parallel.limit <= 5
     assert by_node(records)["127.0.0.1:2"] > 2.5 * by_node(records)["127.0.0.1:1"]
+
+
+async def test_every_request_is_traced_with_exactly_one_final_per_item(
+    autojump_clock: Any,
+) -> None:
+    traces: list[Any] = []
+    nodes = {1: FakeNode(delay=1.0, fail_first=2), 2: FakeNode(delay=1.0), 3: FakeNode(delay=30.0)}
+    engine = Engine(
+        specs(1, 2, 3),
+        replace(SETTINGS, breaker_failures=10),
+        api=Api.textsynth,
+        style=Style.completion,
+        engine_id="m",
+        on_result=lambda record: None,
+        on_request=traces.append,
+        transport=FakeCluster({f"127.0.0.1:{p}": n for p, n in nodes.items()}),
+    )
+    await engine.run(iter(make_work(20)))
+    finals = [t for t in traces if t.final]
+    assert sorted(t.item for t in finals) == sorted(f"id{i}" for i in range(20))
+    assert {t.outcome for t in finals} == {"ok"}
+    outcomes = {t.outcome for t in traces}
+    assert "status" in outcomes and "cancelled" in outcomes
+    assert all(t.ended >= t.started for t in traces)
