@@ -9,10 +9,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 run: install
 	$(PYTHON) -m runner job=$(JOB)
 
-# Every test: unit, engine, real-model end to end, then the SSH lab (needs root).
+# Every test: unit, engine, real-model end to end; then, each in its own process because
+# pyinfra patches the process with gevent, the deploy operations and the SSH lab (root).
 # pytest's exit 5 ("no tests collected") counts as a failure.
 test: install-test
 	$(PYTHON) -m pytest; rc=$$?; [ $$rc -ne 5 ] || rc=1; exit $$rc
+	$(PYTHON) -m pytest -p no:cacheprovider -o addopts="" tests/deploy_ops; rc=$$?; [ $$rc -ne 5 ] || rc=1; exit $$rc
 	$(PYTHON) -m pytest -p no:cacheprovider -o addopts="" tests/lab; rc=$$?; [ $$rc -ne 5 ] || rc=1; exit $$rc
 
 # llama-cpp-python is compiled from source the first time (~4 min); pip caches the wheel.

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# What the SSH lab (tests/lab) and the deploy tests (tests/deploy_ops) need on this machine.
+#
+# Lab hosts are network namespaces on this machine and share its /usr and dpkg database, so
+# the packages the deploys want on a node are installed here first: apt is then a no-op on
+# the lab hosts (which have no route to a package mirror). Run as root; idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+PYTHON="${PYTHON:-python3}"
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "lab-setup: run as root (apt-get, network namespaces)" >&2
+  exit 1
+fi
+
+# libmicrohttpd's runtime package was renamed in Debian 13 / Ubuntu 24.04 (64-bit time_t).
+microhttpd=libmicrohttpd12
+apt-get update -qq
+if apt-cache show libmicrohttpd12t64 >/dev/null 2>&1; then
+  microhttpd=libmicrohttpd12t64
+fi
+apt-get install -y -qq --no-install-recommends \
+  openssh-server openssh-client iproute2 iptables curl ca-certificates \
+  util-linux procps python3 python3-venv "$microhttpd" >/dev/null
+
+# pyinfra for the deploys, pyinfra-testing for the operation fixtures (kept out of trio tests).
+"$PYTHON" -m pip install -q 'pyinfra>=3.10,<4' 'pyinfra-testing==0.2.1'
