@@ -1,0 +1,288 @@
+"""The HTTP side: a Starlette app serving the TextSynth REST API over the engines.
+
+Every error is a JSON body ``{"error": "<one line>"}`` with a 4xx/5xx status, and the server
+keeps serving. Streaming answers use TextSynth's framing (JSON objects each followed by a
+blank line), not Server-Sent Events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from ._api import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    parse_chat,
+    parse_completion,
+    parse_json,
+    parse_logprob,
+    parse_tokenize,
+)
+from ._engine import Engine, Outcome, Prompt, step
+
+log = logging.getLogger("runner.node")
+
+STREAM_MEDIA_TYPE = "application/json"
+
+
+def create_app(
+    engines: Mapping[str, Engine],
+    *,
+    api_key: str | None,
+    max_body_bytes: int,
+    on_ready: Callable[[], None] | None = None,
+) -> Starlette:
+    """Build the node's ASGI app.
+
+    Args:
+        engines: the loaded models by engine id.
+        api_key: the Bearer key every ``/v1`` request must carry, or None for no check.
+        max_body_bytes: larger request bodies are refused with 413.
+        on_ready: called once the app has started (prints ``Started.`` for ``log_start``).
+    """
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), api_key.encode()
+        ):
+            raise ApiError(401, "authorization: missing or wrong Bearer key")
+
+    async def engine_and_body(request: Request) -> tuple[Engine, dict[str, Any]]:
+        authorize(request)
+        name = request.path_params["engine"]
+        engine = engines.get(name)
+        if engine is None:
+            raise ApiError(404, f"engine: no engine named {name!r} (see GET /v1/engines)")
+        raw = await _read_body(request, max_body_bytes)
+        return engine, parse_json(raw)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "engines": list(engines),
+                "queue": sum(e.turns.waiting for e in engines.values()),
+                "busy": sum(e.turns.busy for e in engines.values()),
+            }
+        )
+
+    async def list_engines(request: Request) -> Response:
+        authorize(request)
+        return JSONResponse(
+            {
+                "engines": [
+                    {
+                        "id": name,
+                        "n_ctx": e.limits.n_ctx,
+                        "n_vocab": e.limits.n_vocab,
+                        "queue": e.turns.waiting,
+                        "busy": e.turns.busy,
+                    }
+                    for name, e in engines.items()
+                ]
+            }
+        )
+
+    async def completions(request: Request) -> Response:
+        engine, body = await engine_and_body(request)
+        job = parse_completion(body, engine.limits)
+        prompt = await asyncio.to_thread(engine.completion_prompt, job)
+        return await _generation(engine, job, prompt, "completions")
+
+    async def chat(request: Request) -> Response:
+        engine, body = await engine_and_body(request)
+        job = parse_chat(body, engine.limits)
+        prompt = await asyncio.to_thread(engine.chat_prompt, job)
+        return await _generation(engine, job, prompt, "chat")
+
+    async def tokenize(request: Request) -> Response:
+        engine, body = await engine_and_body(request)
+        job = parse_tokenize(body)
+        return JSONResponse(await asyncio.to_thread(engine.tokenize, job))
+
+    async def logprob(request: Request) -> Response:
+        engine, body = await engine_and_body(request)
+        job = parse_logprob(body)
+        turn = await engine.acquire()
+        try:
+            return JSONResponse(await engine.run(engine.logprob, job))
+        finally:
+            turn.release()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_ready is not None:
+            on_ready()
+        yield
+        for engine in engines.values():
+            engine.close()
+
+    prefix = "/v1/engines/{engine}"
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/engines", list_engines, methods=["GET"]),
+            Route(f"{prefix}/completions", completions, methods=["POST"]),
+            Route(f"{prefix}/chat", chat, methods=["POST"]),
+            Route(f"{prefix}/tokenize", tokenize, methods=["POST"]),
+            Route(f"{prefix}/logprob", logprob, methods=["POST"]),
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def _generation(
+    engine: Engine, job: CompletionRequest | ChatRequest, prompt: Prompt, kind: str
+) -> Response:
+    sampling = job.sampling
+    grammar = await asyncio.to_thread(engine.grammar, sampling)
+    started = time.monotonic()
+    turn = await engine.acquire()
+    if sampling.stream:
+        steps = engine.generate(prompt, sampling, grammar)
+        return _stream(engine, turn.release, prompt, steps, f"{kind} stream", started)
+    try:
+        outcomes = await engine.run(engine.complete, prompt, sampling, grammar)
+    finally:
+        turn.release()
+    body = completion_body(prompt, outcomes, many=sampling.n > 1)
+    _log_generation(engine.name, kind, body, started)
+    return JSONResponse(body)
+
+
+def _log_generation(name: str, kind: str, body: Mapping[str, Any], started: float) -> None:
+    log.info(
+        "%s %s: %d prompt tokens, %d generated in %.2f s (%s)",
+        name,
+        kind,
+        body["input_tokens"],
+        body["output_tokens"],
+        time.monotonic() - started,
+        body["finish_reason"],
+    )
+
+
+def completion_body(prompt: Prompt, outcomes: list[Outcome], *, many: bool) -> dict[str, Any]:
+    """The completions/chat answer. ``text`` is a list when ``n`` > 1; ``finish_reason`` is
+    ``length`` if any completion hit ``max_tokens``."""
+    return {
+        "text": [o.text for o in outcomes] if many else outcomes[0].text,
+        "reached_end": True,
+        "truncated_prompt": prompt.truncated,
+        "input_tokens": len(prompt.tokens),
+        "output_tokens": sum(o.output_tokens for o in outcomes),
+        "finish_reason": "length" if any(o.finish_reason == "length" for o in outcomes) else "stop",
+    }
+
+
+def _stream(
+    engine: Engine,
+    release: Callable[[], None],
+    prompt: Prompt,
+    steps: Generator[str, None, Outcome],
+    kind: str,
+    started: float,
+) -> Response:
+    """A streamed answer; holds the model's turn until the response ends, however it ends."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while True:
+            try:
+                done, value = await engine.run(step, steps)
+            except (RuntimeError, ValueError) as exc:  # llama.cpp failed mid-generation
+                log.exception("%s: generation failed", engine.name)
+                yield _frame({"error": f"generation failed: {exc}"})
+                return
+            if done:
+                assert isinstance(value, Outcome)
+                final = completion_body(prompt, [value], many=False)
+                _log_generation(engine.name, kind, final, started)
+                yield _frame(final | {"text": ""})
+                return
+            yield _frame({"text": value, "reached_end": False})
+
+    def close() -> None:
+        engine.submit(steps.close)  # runs on the model's thread before the next request
+        release()
+
+    return _ClosingStream(chunks(), on_close=close, media_type=STREAM_MEDIA_TYPE)
+
+
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that runs ``on_close`` when it ends: normally, on a client
+    disconnect, on an error, or even if the body was never started."""
+
+    def __init__(
+        self, body: AsyncIterator[bytes], *, on_close: Callable[[], None], media_type: str
+    ) -> None:
+        super().__init__(body, media_type=media_type)
+        self._body = body
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()  # synchronous on purpose: it must run even when cancelled
+            aclose = getattr(self._body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _frame(chunk: Mapping[str, Any]) -> bytes:
+    return json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body: {declared} bytes is over the limit of {limit}")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise ApiError(413, f"request body: over the limit of {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
