@@ -18,12 +18,13 @@ from typing import TextIO
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from ._checks import to_run_config
 from ._config import register
 from ._errors import ConfigError
-from ._outcome import EXIT_CONFIG, EXIT_INTERNAL, Outcome
+from ._outcome import EXIT_CONFIG, EXIT_INTERNAL, EXIT_INTERRUPTED, Outcome
 from ._run import run
 
 log = logging.getLogger("runner")
@@ -110,6 +111,18 @@ def main() -> int:
             print(f"error: {_one_line(''.join(held.held))}", file=held.real)
             held.held.clear()
             return EXIT_CONFIG
+    except HydraException as exc:  # --help composes outside Hydra's own error report
+        held.held.clear()
+        print(f"error: {_one_line(str(exc))}", file=held.real)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:  # Ctrl-C outside the engine (which handles its own)
+        held.held.clear()
+        print(
+            "error: interrupted (Ctrl-C); results journaled so far are kept: "
+            "run the same command again to resume",
+            file=held.real,
+        )
+        return EXIT_INTERRUPTED
     finally:
         sys.stderr = held.real
         if held.holding:  # --help, --cfg and the like: nothing was run

@@ -1,15 +1,18 @@
 """From Hydra's composed config to a checked :class:`~runner._config.RunConfig`.
 
 Hydra and the dataclass schemas already reject unknown keys, misspelt options and wrong
-types. What they let through is checked here: required values left as ``???`` and numbers out
-of range. Every problem is one line naming the key.
+types. What they let through is checked here: keys appended with ``+key=value`` that the
+schema does not declare, required values left as ``???`` and numbers out of range. Every
+problem is one line naming the key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from ._config import ClusterKind, JobKind, RunConfig
@@ -37,7 +40,11 @@ _NON_NEGATIVE = ("engine.backoff_initial", "engine.backoff_max", "cluster.local.
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
-    """Convert Hydra's config to typed objects, failing on required values left unset."""
+    """Convert Hydra's config to typed objects, failing on keys the schema does not know and
+    on required values left unset."""
+    unknown = next(_unknown_keys(cfg, ""), None)
+    if unknown is not None:
+        raise ConfigError(f"unknown key '{unknown}' (not in the configuration schema)")
     try:
         obj = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as exc:
@@ -49,6 +56,32 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
         raise ConfigError("the configuration does not follow the run schema")
     check(obj)
     return obj
+
+
+def _unknown_keys(node: Any, prefix: str) -> Iterator[str]:
+    """Keys added with ``+key=value`` that no dataclass field declares.
+
+    A schema rejects a misspelt ``key=value``, but Hydra's ``+`` adds a key even to a
+    structured node, and ``to_object`` then drops it (or sets a stray attribute) silently.
+    """
+    if isinstance(node, ListConfig):
+        for i in range(len(node)):
+            if not OmegaConf.is_missing(node, i):
+                yield from _unknown_keys(node._get_node(i), f"{prefix}[{i}]")
+        return
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    fields = (
+        {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    )
+    for key in node:
+        name = key if isinstance(key, str) else repr(key)
+        dotted = f"{prefix}.{name}" if prefix else name
+        if fields is not None and key not in fields:
+            yield dotted
+        elif not OmegaConf.is_missing(node, key):
+            yield from _unknown_keys(node._get_node(key), dotted)
 
 
 def _get(cfg: RunConfig, dotted: str) -> Any:

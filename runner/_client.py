@@ -3,7 +3,8 @@
 It builds requests with the protocol module of the node's API (:mod:`runner._textsynth` or
 :mod:`runner._openai`), sends them with its own ``httpx.AsyncClient``, and parses the answers.
 httpx exceptions are translated here, once, into :class:`~runner._errors.NodeError`
-subclasses that carry the node's name.
+subclasses that carry the node's name; the node's API key is taken out of every error, even
+one whose body quotes the request's headers.
 
 Timeouts: connecting is bounded by ``connect_timeout``. While a streamed answer is read, no
 byte for ``stall_timeout`` seconds is a stall (:class:`~runner._errors.NodeTimeout`); this is
@@ -16,7 +17,7 @@ complete, so it has no stall check: the whole request is bounded by the caller's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from ._request import Api, Completion, GenerationRequest, Style
 
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body read before giving up on the rest
 PROBE_PROMPT = "Hello"
+KEY_PLACEHOLDER = "[api key]"  # what an error quoting the node's key shows instead
 
 _WIRES: dict[Api, ModuleType] = {Api.textsynth: _textsynth, Api.openai: _openai}
 _T = TypeVar("_T")
@@ -126,16 +128,17 @@ class NodeClient:
             ProtocolError: the answer is not a valid answer of the protocol.
         """
         path, body = self._wire.build(request, stream=stream)
-        if not stream:
-            status, content = await self._exchange("POST", path, body)
-            completion: Completion = self._wire.parse(status, content, node=self.name)
+        with self._key_hidden():
+            if not stream:
+                status, content = await self._exchange("POST", path, body)
+                completion: Completion = self._wire.parse(status, content, node=self.name)
+                return completion
+            decoder = self._wire.StreamDecoder(node=self.name)
+            status, content = await self._exchange("POST", path, body, feed=decoder.feed)
+            if status != 200:
+                self._wire.parse(status, content, node=self.name)  # raises ServerError
+            completion = decoder.finish()
             return completion
-        decoder = self._wire.StreamDecoder(node=self.name)
-        status, content = await self._exchange("POST", path, body, feed=decoder.feed)
-        if status != 200:
-            self._wire.parse(status, content, node=self.name)  # raises ServerError
-        completion = decoder.finish()
-        return completion
 
     async def probe(self, engine: str, style: Style, *, max_tokens: int = 2) -> Completion:
         """Ask for a tiny real completion: the node is up and its engine answers.
@@ -161,11 +164,28 @@ class NodeClient:
         Raises:
             NodeError: the node could not be reached or answered nonsense.
         """
-        status, content = await self._exchange("GET", self._wire.ENGINES_PATH, None)
-        engines: list[str] | None = self._wire.parse_engines(status, content, node=self.name)
-        return engines
+        with self._key_hidden():
+            status, content = await self._exchange("GET", self._wire.ENGINES_PATH, None)
+            engines: list[str] | None = self._wire.parse_engines(status, content, node=self.name)
+            return engines
 
     # ----------------------------------------------------------------- sending
+
+    @contextlib.contextmanager
+    def _key_hidden(self) -> Iterator[None]:
+        """Take the node's API key out of any error raised inside: a node (or a proxy in
+        front of it) may quote the request's headers in an error body, and error messages
+        end up in results, reports and logs."""
+        try:
+            yield
+        except NodeError as exc:
+            key = self._api_key
+            if key:
+                exc.args = tuple(
+                    a.replace(key, KEY_PLACEHOLDER) if isinstance(a, str) else a for a in exc.args
+                )
+                exc.body = exc.body.replace(key, KEY_PLACEHOLDER)
+            raise
 
     async def _exchange(
         self,

@@ -10,7 +10,9 @@ Two files use this format:
 
 Each line is written with a single ``write`` on a file opened in append mode, so a crash
 leaves at worst one torn last line; readers skip lines that do not parse, and a writer that
-finds a torn tail starts on a fresh line.
+finds a torn tail starts on a fresh line. A last line that lost only its newline still parses:
+it is a whole record, and readers count it (the writer's fresh line then completes it), so a
+record is never both skipped by one run and found again by the next.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class Journal:
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Every intact record of a journal with its byte offset; torn or garbled lines are
-    skipped. A missing file has no records."""
+    skipped (a last line missing only its newline is intact). A missing file has no
+    records."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:
@@ -79,8 +82,6 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         offset = 0
         for raw in f:
             start, offset = offset, offset + len(raw)
-            if not raw.endswith(b"\n"):
-                continue  # torn last line
             try:
                 record = json.loads(raw)
             except ValueError:

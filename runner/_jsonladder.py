@@ -9,8 +9,9 @@
 The first reading that parses *and* validates wins. ``json_repair`` salvages something from
 any text, so a repair is only taken from a candidate that starts like JSON (``{``, ``[`` or
 ``"``), only when it keeps that type, and an empty result (``""``, ``{}``, ``[]``, ``null``) only
-when a schema is given and accepts it. When nothing fits, :class:`~runner._errors.AnswerError`
-lists why each step failed.
+when a schema is given and accepts it. A candidate nested deeper than ``MAX_REPAIR_DEPTH``
+(a model stuck repeating ``{``) is not repaired: that would take seconds and fit no schema.
+When nothing fits, :class:`~runner._errors.AnswerError` lists why each step failed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ._errors import AnswerError, ConfigError
 STEPS = ("strict", "extracted", "repaired")
 REASON_LIMIT = 200
 MAX_CANDIDATES = 16  # balanced spans tried per answer; bounds the work on pathological text
+MAX_REPAIR_DEPTH = 64  # deeper candidates are not repaired: json_repair would take seconds
 
 _FENCE = re.compile(r"```[ \t]*(?:json5?|JSON5?)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
 _OPEN_FENCE = re.compile(r"```[ \t]*(?:json5?|JSON5?)?[ \t]*\r?\n?(.*)\Z", re.DOTALL)
@@ -182,6 +184,10 @@ def _repaired(validator: Validator | None) -> Callable[[str], Any]:
         expected = _OPENERS.get(text[:1])
         if expected is None:
             raise _Failed("not JSON: nothing that starts like a JSON object or array")
+        if _deeper_than(text, MAX_REPAIR_DEPTH):
+            # A model stuck repeating "{ {" writes thousands of levels; repairing that would
+            # hold the engine's thread for seconds, and no schema answer is that deep.
+            raise _Failed(f"not JSON: nested deeper than {MAX_REPAIR_DEPTH} levels")
         try:
             value = json_repair.loads(text)
         except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
@@ -261,6 +267,29 @@ def _spans(text: str) -> Iterator[tuple[str, bool]]:
                 start = -1
     if start >= 0:
         yield text[start:], False
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    """Whether brackets outside JSON strings nest deeper than ``limit`` anywhere in ``text``."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in _CLOSERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "}]":
+            depth = max(0, depth - 1)
+    return False
 
 
 def _unique(candidates: list[str]) -> list[str]:

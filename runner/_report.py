@@ -30,16 +30,20 @@ def consolidate(results: Path, output: OutputConfig) -> tuple[Any, int]:
     """The job's consolidated output built from a run's ``results.jsonl``, in input order.
 
     Returns the value and how many accepted answers it holds. ``list``: every accepted
-    answer; ``mapping``: the item's ``key_field`` (or its id) → answer.
+    answer; ``mapping``: the item's ``key_field`` (or its id) → answer. Lines without an
+    ``index`` and an ``answer`` (not written by this runner) are skipped, never fatal.
     """
     answers: dict[int, tuple[str, Any]] = {}
     for _, record in read_records(results):
-        if record.get("status") != "ok":
-            continue
-        item = record.get("input") or {}
+        index = record.get("index")
+        if record.get("status") != "ok" or "answer" not in record or type(index) is not int:
+            continue  # a failure, or a line this runner did not write: not an answer
+        item = record.get("input")
+        if not isinstance(item, dict):
+            item = {}
         key = item.get(output.key_field) if output.key_field else None
-        answers[int(record["index"])] = (
-            str(key if key is not None else record["id"]),
+        answers[index] = (
+            str(key if key is not None else record.get("id")),
             record["answer"],
         )
     ordered = [answers[i] for i in sorted(answers)]
