@@ -48,6 +48,9 @@ def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Out
     store_path = Path(cfg.journal_dir) / f"{cfg.job.name}.jsonl"
     store = Store(store_path) if cfg.resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _set_aside_earlier_run(run_dir, cfg.job.output.filename)
+    if earlier is not None:
+        log.info("the run directory held an earlier run: its files were moved to %s", earlier)
     results_path = run_dir / "results.jsonl"
     started = time.monotonic()
     with (
@@ -137,6 +140,27 @@ def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Out
         f"{totals['reused']} reused, {report['wall_time_s']:.1f}s, exit {code} -> {run_dir}{where}"
     )
     return Outcome(code, summary)
+
+
+def _set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:
+    """Move an earlier run's files out of the way when a run directory is reused
+    (``hydra.run.dir=`` pinned), so this run's files describe this run alone and nothing of
+    the earlier one is overwritten. Returns where they went, if anywhere."""
+    present = [
+        run_dir / name
+        for name in ("results.jsonl", "report.json", output)
+        if name and (run_dir / name).exists()
+    ]
+    if not present:
+        return None
+    n = 1
+    while (run_dir / f"previous-{n}").exists():
+        n += 1
+    destination = run_dir / f"previous-{n}"
+    destination.mkdir()
+    for path in present:
+        path.rename(destination / path.name)
+    return destination
 
 
 async def _drive(

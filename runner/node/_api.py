@@ -143,6 +143,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, f"request body: not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "request body: JSON nested too deeply") from exc
     if not isinstance(body, dict):
         raise ApiError(400, f"request body: expected a JSON object, got {_kind(body)}")
     return body

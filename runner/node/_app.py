@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -262,11 +262,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise ApiError(413, f"request body: {declared} bytes is over the limit of {limit}")
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise ApiError(413, f"request body: over the limit of {limit} bytes")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise ApiError(413, f"request body: over the limit of {limit} bytes")
+            parts.append(part)
+    except ClientDisconnect:
+        # The client hung up mid-body: nobody is left to answer, and it is not our fault.
+        log.info(
+            "%s %s: client left before sending its whole body", request.method, request.url.path
+        )
+        raise ApiError(400, "request body: the client hung up before sending it all") from None
     return b"".join(parts)
 
 

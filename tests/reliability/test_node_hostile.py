@@ -211,23 +211,11 @@ def test_a_hostile_request_gets_a_status_and_the_node_keeps_serving(
     still_serving(real_node)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner/node/_api.py parse_json catches UnicodeDecodeError and ValueError but not "
-    "RecursionError: a deeply nested body is a 500 'internal error' (and an ERROR traceback "
-    "in the log) instead of a 400 naming the request body",
-)
 def test_a_deeply_nested_body_is_a_400_naming_the_body(real_node: RunningNode) -> None:
     status, error = status_and_error(raw_exchange(real_node, DEEP))
     assert status == 400 and error is not None and error.startswith("request body:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner/node/_app.py _read_body lets starlette's ClientDisconnect reach the "
-    "catch-all handler: a client that hangs up mid-body is logged at ERROR with a traceback "
-    "('POST ... failed'), as if the node had a bug",
-)
 def test_a_client_hanging_up_mid_body_is_not_logged_as_a_node_failure(
     real_node: RunningNode,
 ) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from runner._config import OutputConfig, OutputShape
 from runner._report import consolidate
 from tests.reliability._harness import FAST_ENGINE, Cluster, Job, Ledger, read_jsonl
@@ -33,12 +31,6 @@ def test_lines_the_runner_did_not_write_never_break_the_consolidated_output(
     assert mapping == {"A": "a", "a": "b"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner/_run.py run() appends to an existing results.jsonl: a re-run into the same "
-    "run directory leaves the earlier run's lines beside its own (fix: move earlier "
-    "results.jsonl/report.json/output aside before opening the journal)",
-)
 def test_a_rerun_into_the_same_run_directory_leaves_one_record_per_item(
     cluster: Cluster, tmp_path: Path, ledger: Ledger
 ) -> None:
@@ -55,8 +47,7 @@ def test_a_rerun_into_the_same_run_directory_leaves_one_record_per_item(
     per_item = [r["input"]["title"] for r in records]
     ledger.add(
         "fault",
-        "re-run into the same pinned run directory (open bug in runner/_run.py)",
-        known_bug=True,
+        "re-run into the same pinned run directory",
         exit=proc.returncode,
         items=10,
         lost=len(set(job.titles) - set(per_item)),
