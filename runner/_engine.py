@@ -533,7 +533,7 @@ class Engine:
                     await self._clients[node.name].probe(self._engine_id, self._style)
             except (NodeError, trio.TooSlowError) as exc:
                 failures += 1
-                node.last_error = f"probe: {exc}"
+                node.last_error = f"{node.name}: probe: {type(exc).__name__}: {exc}"
                 continue
             node.health = Health.admitted
             node.consecutive_failures = 0
@@ -557,7 +557,7 @@ class Engine:
             elif self._unavailable_since is None:
                 self._unavailable_since = now
             elif now - self._unavailable_since >= timeout:
-                last = "; ".join(f"{n.name}: {n.last_error}" for n in self.nodes if n.last_error)
+                last = "; ".join(n.last_error for n in self.nodes if n.last_error)
                 self._stopped_reason = (
                     f"no node could serve for {timeout:g}s (last errors: {last or 'none'})"
                 )
