@@ -21,7 +21,8 @@ if apt-cache show libmicrohttpd12t64 >/dev/null 2>&1; then
 fi
 apt-get install -y -qq --no-install-recommends \
   openssh-server openssh-client iproute2 iptables curl ca-certificates \
-  util-linux procps python3 python3-venv "$microhttpd" >/dev/null
+  util-linux procps python3 python3-venv "$microhttpd" nginx-light >/dev/null
+# nginx-light: the llm-swarm-style baseline of the benchmarks (bench/_nginx.py, smoke tests).
 
 # pyinfra for the deploys, pyinfra-testing for the operation fixtures (kept out of trio tests).
 "$PYTHON" -m pip install -q 'pyinfra>=3.10,<4' 'pyinfra-testing==0.2.1'
