@@ -10,7 +10,8 @@ No schedule can finish before both:
 
 A request's prompt latency holds its slot too: in the capacity bound every item costs, on top
 of its answer's tokens, the prompt latency of the node where that is cheapest, counted in the
-tokens that slot could have generated meanwhile (``prompt_latency × speed``). That keeps the
+tokens that slot could have generated meanwhile (``prompt_latency × speed``; nothing on a
+node with ``best_concurrency``, whose prompts take no generation capacity). That keeps the
 bound a true lower bound while not pretending prompts are free.
 """
 
@@ -61,8 +62,15 @@ def lower_bound(nodes: Sequence[SimNodeSpec], tokens: Iterable[int]) -> Bound:
     lengths = list(tokens)
     if not lengths:
         return Bound(0.0, 0.0, 0.0)
+    # A node whose rate follows its load (best_concurrency) spends no generation capacity on
+    # prompts in the simulator: its prompts cost nothing here.
     prompt_cost = min(
-        (n.prompt_latency * n.speed for n in nodes if n.speed is not None), default=0.0
+        (
+            0.0 if n.best_concurrency is not None else n.prompt_latency * n.speed
+            for n in nodes
+            if n.speed is not None
+        ),
+        default=0.0,
     )
     total = float(sum(lengths)) + prompt_cost * len(lengths)
     if any(math.isinf(n.capacity) for n in nodes):

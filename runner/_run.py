@@ -18,7 +18,7 @@ from rich.console import Console
 
 from . import _records
 from ._cluster import remote_nodes, started_nodes
-from ._config import JobKind, RunConfig
+from ._config import ClusterKind, JobKind, RunConfig
 from ._engine import Engine, Work
 from ._errors import ClusterUnavailable
 from ._journal import Journal, Store
@@ -47,6 +47,8 @@ def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Out
         return _dry_run(cfg, plan, total, console)
     store_path = Path(cfg.journal_dir) / f"{cfg.job.name}.jsonl"
     store = Store(store_path) if cfg.resume else None
+    if cfg.cluster.kind is not ClusterKind.local:
+        remote_nodes(cfg.cluster, cfg.engine)  # a bad node list fails before anything moves
     run_dir.mkdir(parents=True, exist_ok=True)
     earlier = _set_aside_earlier_run(run_dir, cfg.job.output.filename)
     if earlier is not None:
