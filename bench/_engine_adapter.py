@@ -34,9 +34,10 @@ from functools import partial
 import httpx
 
 from runner._config import EngineConfig
-from runner._engine import Engine, RequestTrace, Work
+from runner._engine import Engine
 from runner._nodes import NodeSpec
 from runner._request import Api, GenerationRequest, Style
+from runner._work import RequestTrace, Work
 
 from ._items import Item
 from ._strategy import Node, Record, Settings, Trace

@@ -11,7 +11,7 @@ from ._config import (
     ModelConfig,
     RunConfig,
 )
-from ._engine import Accepted, Engine, Work
+from ._engine import Engine
 from ._errors import (
     AnswerError,
     ClusterUnavailable,
@@ -25,6 +25,7 @@ from ._errors import (
 )
 from ._nodes import NodeSpec
 from ._request import Api, Completion, GenerationRequest, Style
+from ._work import Accepted, Work
 
 __all__ = [
     "Accepted",

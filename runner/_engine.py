@@ -47,59 +47,8 @@ from ._errors import (
     ServerError,
 )
 from ._nodes import Health, NodeSpec, NodeState
-from ._request import Api, Completion, GenerationRequest, Style
-
-
-@dataclass(frozen=True)
-class Work:
-    """One item to run: its identity, its input and the request it becomes.
-
-    Attributes:
-        id: the item's stable id.
-        index: its position in the input.
-        input: the input fields (written back into its record).
-        request: the request to send, carrying the item's base seed.
-        key: ``request.key()``, the resume key.
-    """
-
-    id: str
-    index: int
-    input: dict[str, Any]
-    request: GenerationRequest
-    key: str
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """An answer that passed the job's checks: the value to keep and how it was obtained."""
-
-    answer: Any
-    step: str | None = None  # the JSON ladder step (strict / extracted / repaired)
-
-
-@dataclass(frozen=True)
-class RequestTrace:
-    """One request as it happened, for timelines and benchmarks.
-
-    Attributes:
-        node: the node it went to.
-        item: the work item's id.
-        started: ``trio.current_time()`` when it was sent.
-        ended: when it ended.
-        outcome: ``ok``; ``rejected`` (the answer failed the job's checks); ``cancelled`` (a
-            hedge that lost the race) or ``discarded`` (answered after another copy won); or
-            the failure: ``status``, ``malformed``, ``transport``, ``timeout``.
-        final: this request settled the item (its accepted answer, or the last failure).
-        output_tokens: tokens generated, when the node said.
-    """
-
-    node: str
-    item: str
-    started: float
-    ended: float
-    outcome: str
-    final: bool
-    output_tokens: int | None = None
+from ._request import Api, Completion, Style
+from ._work import Acceptor, RequestTrace, Work, accept_text
 
 
 def _failure_kind(exc: NodeError) -> str:
@@ -110,16 +59,6 @@ def _failure_kind(exc: NodeError) -> str:
     if isinstance(exc, NodeTimeout):
         return "timeout"
     return "transport"
-
-
-Acceptor = Callable[[Completion], Accepted]
-"""Checks an answer's content; raises :class:`~runner._errors.AnswerError` to ask for a new
-seed."""
-
-
-def accept_text(completion: Completion) -> Accepted:
-    """The acceptor of text jobs: any answer is kept as it is."""
-    return Accepted(completion.text)
 
 
 @dataclass(eq=False)

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ._config import AnswerFormat, JobConfig, ModelConfig, RunConfig
-from ._engine import Accepted, Acceptor, Work, accept_text
 from ._errors import ConfigError
 from ._inputs import read_items, scan_items
 from ._jsonladder import accept_json, compile_schema, load_schema
 from ._request import Completion, GenerationRequest
 from ._templates import PromptTemplate, load_template
+from ._work import Accepted, Acceptor, Work, accept_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

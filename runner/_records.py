@@ -19,8 +19,8 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._engine import Work
     from ._request import Completion
+    from ._work import Work
 
 
 def _now() -> str:

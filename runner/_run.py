@@ -19,13 +19,14 @@ from rich.console import Console
 from . import _records
 from ._cluster import remote_nodes, started_nodes
 from ._config import ClusterKind, JobKind, RunConfig
-from ._engine import Engine, Work
+from ._engine import Engine
 from ._errors import ClusterUnavailable
 from ._journal import Journal, Store
 from ._outcome import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, Outcome
 from ._plan import JobPlan, prepare
 from ._progress import show_progress, summary_table
 from ._report import build_report, write_json, write_output
+from ._work import Work
 
 log = logging.getLogger("runner")
 

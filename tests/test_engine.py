@@ -10,11 +10,12 @@ import pytest
 import trio
 
 from runner._config import EngineConfig
-from runner._engine import Engine, Work
+from runner._engine import Engine
 from runner._errors import ClusterUnavailable
 from runner._nodes import NodeSpec
 from runner._plan import json_acceptor
 from runner._request import Api, GenerationRequest, Style
+from runner._work import Work
 from tests.fakecluster import FakeCluster, FakeNode
 
 SETTINGS = EngineConfig(
