@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._engine_adapter import engine_adaptive, engine_nohedge, engine_nostream, run_engine_strategy
+from ._minimal import minimal, minimal_stream
 from ._nginx import nginx
 from ._roundrobin import roundrobin
 from ._strategy import Strategy
@@ -10,6 +11,8 @@ from ._strategy import Strategy
 STRATEGIES: dict[str, Strategy] = {
     "roundrobin": roundrobin,
     "nginx": nginx,
+    "minimal": minimal,
+    "minimal_stream": minimal_stream,
     "engine": run_engine_strategy,
     "engine_nohedge": engine_nohedge,
     "engine_adaptive": engine_adaptive,

@@ -8,18 +8,19 @@ one whose body quotes the request's headers.
 
 Timeouts: connecting is bounded by ``connect_timeout``. While a streamed answer is read, no
 byte for ``stall_timeout`` seconds is a stall (:class:`~runner._errors.NodeTimeout`); this is
-checked both by httpx (per socket read) and around every chunk with a trio cancel scope, so it
-also holds for injected transports. A non-streamed answer sends nothing until it is
-complete, so it has no stall check: the whole request is bounded by the caller's cancel scope
-(``trio.fail_after(request_timeout)``), never here.
+checked both by httpx (per socket read) and by one trio cancel scope whose deadline moves with
+every chunk, so it also holds for injected transports. A non-streamed answer sends nothing
+until it is complete, so it has no stall check: the whole request is bounded by the caller's
+cancel scope (``trio.fail_after(request_timeout)``), never here.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+import math
+from collections.abc import Callable, Iterator
 from types import ModuleType, TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import trio
@@ -33,7 +34,6 @@ PROBE_PROMPT = "Hello"
 KEY_PLACEHOLDER = "[api key]"  # what an error quoting the node's key shows instead
 
 _WIRES: dict[Api, ModuleType] = {Api.textsynth: _textsynth, Api.openai: _openai}
-_T = TypeVar("_T")
 
 
 class NodeClient:
@@ -213,31 +213,37 @@ class NodeClient:
                 pool=None,
             )
         request = self._http.build_request(method, path, json=body, timeout=timeout)
-        try:
-            response = await self._guard(self._http.send(request, stream=True), watch)
+        # One cancel scope watches the whole exchange; with ``feed`` its deadline moves
+        # forward whenever bytes arrive (cheaper than a scope per chunk).
+        with trio.CancelScope() as stall:
             try:
-                content = bytearray()
-                async with contextlib.aclosing(_chunks(response)) as chunks:
-                    while (chunk := await self._guard(anext(chunks, None), watch)) is not None:
+                stall.deadline = self._stall_deadline(watch)
+                response = await self._http.send(request, stream=True)
+                try:
+                    content = bytearray()
+                    stall.deadline = self._stall_deadline(watch)
+                    async for chunk in response.aiter_bytes():
+                        if watch:
+                            stall.deadline = trio.current_time() + self.stall_timeout
+                        if not chunk:
+                            continue
                         if feed is not None and response.status_code == 200:
                             feed(chunk)
                             continue
                         content += chunk
                         if response.status_code != 200 and len(content) >= ERROR_BODY_LIMIT:
                             break
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            raise self._translate(exc) from exc
+                finally:
+                    await response.aclose()
+            except httpx.HTTPError as exc:
+                raise self._translate(exc) from exc
+        if stall.cancelled_caught:
+            raise NodeTimeout(f"stalled: no byte for {self.stall_timeout:g}s", node=self.name)
         return response.status_code, bytes(content)
 
-    async def _guard(self, awaitable: Awaitable[_T], watch: bool) -> _T:
-        """Await, abandoning after ``stall_timeout`` seconds when ``watch`` is set."""
-        if not watch:
-            return await awaitable
-        with trio.move_on_after(self.stall_timeout):
-            return await awaitable
-        raise NodeTimeout(f"stalled: no byte for {self.stall_timeout:g}s", node=self.name)
+    def _stall_deadline(self, watch: bool) -> float:
+        """When a streamed exchange that just saw a byte counts as stalled."""
+        return trio.current_time() + self.stall_timeout if watch else math.inf
 
     def _translate(self, exc: httpx.HTTPError) -> NodeError:
         """The runner's error for an httpx one."""
@@ -255,10 +261,3 @@ class NodeClient:
         if isinstance(exc, httpx.DecodingError):
             return ProtocolError(f"undecodable body: {detail}", node=self.name)
         return TransportError(f"{type(exc).__name__}: {detail}", node=self.name)
-
-
-async def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The response body's non-empty chunks (decompressed)."""
-    async for chunk in response.aiter_bytes():
-        if chunk:
-            yield chunk

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from ._errors import ProtocolError, ServerError
 from ._request import Completion, GenerationRequest, Style
-from ._textsynth import BODY_LIMIT, _engine_ids, _kind, _message, _raw, _short
+from ._textsynth import RecentBytes, _engine_ids, _kind, _message, _raw, _short
 
 LINE_LIMIT = 4 * 1024 * 1024  # bytes one SSE line may take before it is a protocol error
 
@@ -157,7 +157,7 @@ class StreamDecoder:
         self._reasons: dict[int, str] = {}
         self._usage: tuple[int | None, int | None] = (None, None)
         self._done = False
-        self._tail = ""  # the last characters seen, for diagnosis
+        self._recent = RecentBytes()  # the stream's last bytes, for diagnosis
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the stream.
@@ -166,7 +166,7 @@ class StreamDecoder:
             ProtocolError: an event is not a JSON object or holds an ``error``; or a line
                 grows past ``LINE_LIMIT``.
         """
-        self._tail = (self._tail + data.decode("utf-8", errors="replace"))[-BODY_LIMIT:]
+        self._recent.add(data)
         seen = len(self._buffer)
         self._buffer += data
         start = 0
@@ -178,7 +178,9 @@ class StreamDecoder:
         del self._buffer[:start]
         if len(self._buffer) > LINE_LIMIT:
             raise ProtocolError(
-                f"stream line longer than {LINE_LIMIT} bytes", node=self.node, body=self._tail
+                f"stream line longer than {LINE_LIMIT} bytes",
+                node=self.node,
+                body=self._recent.text(),
             )
 
     def finish(self) -> Completion:
@@ -198,7 +200,7 @@ class StreamDecoder:
             raise ProtocolError(
                 f"stream reached {how} before a finish_reason (cut off or interrupted)",
                 node=self.node,
-                body=self._tail,
+                body=self._recent.text(),
             )
         indexes = sorted(started)
         texts = tuple("".join(self._parts.get(i, ())) for i in indexes)

@@ -92,6 +92,22 @@ def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
     return _engine_ids(status, body, node=node, keys=("engines", "data"))
 
 
+class RecentBytes:
+    """The last ``BODY_LIMIT`` bytes of a stream, kept for error messages at a small
+    constant cost per chunk (decoded only when an error needs them)."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self._data += data
+        if len(self._data) > 4 * BODY_LIMIT:
+            del self._data[:-BODY_LIMIT]
+
+    def text(self) -> str:
+        return self._data[-BODY_LIMIT:].decode("utf-8", errors="replace")
+
+
 class StreamDecoder:
     """Decodes a TextSynth stream fed in pieces of any size.
 
@@ -105,7 +121,7 @@ class StreamDecoder:
         self._buffer = bytearray()
         self._parts: list[list[str]] = []
         self._final: Completion | None = None
-        self._tail = ""  # the last characters seen, for diagnosis
+        self._recent = RecentBytes()  # the stream's last bytes, for diagnosis
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the stream.
@@ -114,7 +130,7 @@ class StreamDecoder:
             ProtocolError: a complete chunk is not a JSON object, holds an ``error``, or
                 comes after the final one; or a chunk grows past ``CHUNK_LIMIT``.
         """
-        self._tail = (self._tail + data.decode("utf-8", errors="replace"))[-BODY_LIMIT:]
+        self._recent.add(data)
         seen = max(0, len(self._buffer) - 3)  # a separator may straddle the old end
         self._buffer += data
         start = 0
@@ -124,7 +140,9 @@ class StreamDecoder:
         del self._buffer[:start]
         if len(self._buffer) > CHUNK_LIMIT:
             raise ProtocolError(
-                f"stream chunk larger than {CHUNK_LIMIT} bytes", node=self.node, body=self._tail
+                f"stream chunk larger than {CHUNK_LIMIT} bytes",
+                node=self.node,
+                body=self._recent.text(),
             )
 
     def finish(self) -> Completion:
@@ -138,7 +156,7 @@ class StreamDecoder:
         self._buffer.clear()
         if self._final is None:
             raise ProtocolError(
-                "stream ended without reached_end: true", node=self.node, body=self._tail
+                "stream ended without reached_end: true", node=self.node, body=self._recent.text()
             )
         return self._final
 
