@@ -18,7 +18,7 @@ from ._harness import run_scenario
 from ._outcomes import RunResult
 from ._report import print_table, results_json, write_json
 from ._scenarios import SCENARIOS, Scenario
-from ._strategies import STRATEGIES
+from ._strategies import STRATEGIES, strategies_for
 from ._strategy import Strategy
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="runs per strategy (default 3)")
     p.add_argument(
         "--strategies",
-        default=",".join(STRATEGIES),
-        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: all)",
+        help=f"comma-separated, from {', '.join(STRATEGIES)} and a scenario's engine_fixed_* "
+        "(default: the scenario's own list, see docs/benchmarks.md)",
     )
     p.add_argument("--items", type=int, help="items per run (memory: the large input)")
     p.add_argument("--time-scale", type=float, help="real seconds per simulated second")
@@ -47,13 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [n for n in names if n not in STRATEGIES]
-    if unknown:
-        sys.exit(f"--strategies: unknown {', '.join(unknown)} (known: {', '.join(STRATEGIES)})")
     if args.runs < 1:
         sys.exit("--runs: must be ≥ 1")
-    strategies = {n: STRATEGIES[n] for n in names}
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     for name in scenarios:
         options: dict[str, object] = {"seed": args.seed}
@@ -62,6 +57,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.time_scale is not None:
             options["time_scale"] = args.time_scale
         scenario = SCENARIOS[name](**options)
+        known = strategies_for(scenario)
+        names = (
+            [s.strip() for s in args.strategies.split(",") if s.strip()]
+            if args.strategies
+            else list(scenario.strategies)
+        )
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            sys.exit(f"--strategies: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+        strategies = {n: known[n] for n in names}
         results = trio.run(_run, scenario, strategies, args)
         print_table(scenario, results)
         path = args.results_dir / f"{scenario.name}.json"

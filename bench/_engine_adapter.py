@@ -27,7 +27,7 @@ adaptive per-node concurrency on. What the adapter does:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 
@@ -40,7 +40,7 @@ from runner._request import Api, GenerationRequest, Style
 from runner._work import RequestTrace, Work
 
 from ._items import Item
-from ._strategy import Node, Record, Settings, Trace
+from ._strategy import Node, Record, Settings, Strategy, Trace
 
 _DEFAULTS = EngineConfig()
 
@@ -87,8 +87,10 @@ async def run_engine_strategy(
     hedge: bool = True,
     adaptive: bool = False,
     stream: bool = True,
+    slots: Mapping[str, int] | None = None,
 ) -> None:
-    """Run ``items`` with this project's engine (see the module docstring)."""
+    """Run ``items`` with this project's engine (see the module docstring); ``slots``
+    replaces the nodes' configured in-flight counts (by node name)."""
 
     def on_request(trace: RequestTrace) -> None:
         outcome = trace.outcome
@@ -107,7 +109,7 @@ async def run_engine_strategy(
         )
 
     engine = Engine(
-        [NodeSpec(n.name, n.base_url, slots=n.slots) for n in nodes],
+        [NodeSpec(n.name, n.base_url, slots=(slots or {}).get(n.name, n.slots)) for n in nodes],
         _scaled(settings, hedge=hedge, adaptive=adaptive, stream=stream),
         api=Api.textsynth,
         style=Style.completion,
@@ -122,3 +124,8 @@ async def run_engine_strategy(
 engine_nohedge = partial(run_engine_strategy, hedge=False)
 engine_adaptive = partial(run_engine_strategy, adaptive=True)
 engine_nostream = partial(run_engine_strategy, stream=False)
+
+
+def engine_with_slots(slots: Mapping[str, int]) -> Strategy:
+    """The engine in fixed mode with the given in-flight count per node."""
+    return partial(run_engine_strategy, slots=dict(slots))

@@ -2,7 +2,9 @@
 
 Each measurement runs the strategy in a fresh child process (:mod:`bench._memory_child`)
 that reads its items lazily from a generated JSON-lines file and counts its traces instead
-of keeping them, so the figure is the strategy's own footprint.
+of keeping them, so the figure is the strategy's own footprint. The ``runner`` entry runs
+the whole runner over the same file instead (:mod:`bench._memory_runner`): scan, templates,
+engine, journals, report and consolidated output.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ._strategy import Settings
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 CHILD_TIMEOUT = 1800.0  # real seconds one measurement may take
+RUNNER = "runner"  # the whole runner (python -m runner), not a strategy: bench._memory_runner
 
 
 async def run_memory(
@@ -46,7 +49,7 @@ async def run_memory(
             for size in scenario.sizes:
                 path = Path(tmp) / f"items-{size}.jsonl"
                 await trio.to_thread.run_sync(write_file, path, item_stream(size))
-                report = await _child(name, path, nodes, scenario.settings)
+                report = await _child(name, path, nodes, scenario.settings, Path(tmp) / str(size))
                 if "skipped" in report:
                     result.status, result.note = "skipped", report["skipped"]
                     return result
@@ -61,14 +64,21 @@ async def run_memory(
 
 
 async def _child(
-    strategy: str, items: Path, nodes: list[dict[str, Any]], settings: Settings
+    strategy: str, items: Path, nodes: list[dict[str, Any]], settings: Settings, workdir: Path
 ) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
-    command = [
-        sys.executable, "-m", "bench._memory_child", "--strategy", strategy, "--items", str(items),
-        "--nodes", json.dumps(nodes), "--settings", json.dumps(settings.__dict__),
-    ]  # fmt: skip
+    if strategy == RUNNER:
+        command = [
+            sys.executable, "-m", "bench._memory_runner", "--items", str(items),
+            "--nodes", json.dumps(nodes), "--workdir", str(workdir),
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "bench._memory_child", "--strategy", strategy,
+            "--items", str(items), "--nodes", json.dumps(nodes),
+            "--settings", json.dumps(settings.__dict__),
+        ]  # fmt: skip
     with trio.fail_after(CHILD_TIMEOUT):
         done = await trio.run_process(
             command, capture_stdout=True, stdin=subprocess.DEVNULL, env=env, check=False

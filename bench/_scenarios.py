@@ -17,6 +17,10 @@ from ._spec import SimNodeSpec
 from ._strategy import Settings
 
 MAX_TOKENS = 512
+# Real seconds per simulated second in the makespan scenarios. Faster is not better: below
+# about 0.05 the Python client's CPU per streamed chunk (about 0.1 ms) becomes a visible
+# part of each request's simulated time (see docs/benchmarks.md, "Time scale").
+TIME_SCALE = 0.05
 MEDIAN_TOKENS = 120.0
 SIGMA = 0.6
 
@@ -36,6 +40,9 @@ class Scenario:
         slots: requests in flight a user would configure per node (by name).
         sizes: item counts to compare (``memory``).
         events: ``(simulated second, label)`` marks for timelines.
+        strategies: the strategies ``python -m bench`` runs by default.
+        fixed: named per-node in-flight counts for the engine in fixed mode (the sweep
+            that adaptive mode is measured against); each runs as ``engine_<name>``.
     """
 
     name: str
@@ -47,6 +54,8 @@ class Scenario:
     slots: Mapping[str, int]
     sizes: tuple[int, ...] = ()
     events: tuple[tuple[float, str], ...] = field(default=())
+    strategies: tuple[str, ...] = ("engine", "roundrobin", "nginx")
+    fixed: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def bound(self) -> Bound:
         """The makespan lower bound of this scenario."""
@@ -85,7 +94,7 @@ def _settings(time_scale: float) -> Settings:
     return Settings(time_scale=time_scale, max_tokens=MAX_TOKENS)
 
 
-def heterogeneous(*, items: int = 2000, time_scale: float = 0.01, seed: int = 1) -> Scenario:
+def heterogeneous(*, items: int = 2000, time_scale: float = TIME_SCALE, seed: int = 1) -> Scenario:
     """8 nodes, speeds 6–50 tokens/s per slot, 1–4 slots."""
     nodes = _heterogeneous_nodes()
     return Scenario(
@@ -113,19 +122,19 @@ def _with_failure(base: Scenario, name: str, label: str) -> Scenario:
     )
 
 
-def node_death(*, items: int = 2000, time_scale: float = 0.01, seed: int = 1) -> Scenario:
+def node_death(*, items: int = 2000, time_scale: float = TIME_SCALE, seed: int = 1) -> Scenario:
     """The heterogeneous cluster; its biggest node dies at 30 % of the run."""
     base = heterogeneous(items=items, time_scale=time_scale, seed=seed)
     return _with_failure(base, "node_death", "dies")
 
 
-def node_hang(*, items: int = 2000, time_scale: float = 0.01, seed: int = 1) -> Scenario:
+def node_hang(*, items: int = 2000, time_scale: float = TIME_SCALE, seed: int = 1) -> Scenario:
     """The heterogeneous cluster; its biggest node hangs from 30 % of the run."""
     base = heterogeneous(items=items, time_scale=time_scale, seed=seed)
     return _with_failure(base, "node_hang", "hangs")
 
 
-def straggler(*, items: int = 2000, time_scale: float = 0.01, seed: int = 1) -> Scenario:
+def straggler(*, items: int = 2000, time_scale: float = TIME_SCALE, seed: int = 1) -> Scenario:
     """8 equal nodes (30 tokens/s, 2 slots) but one is 10x slower."""
     nodes = tuple(_node(f"n{i + 1}", 30.0 if i < 7 else 3.0, 2) for i in range(8))
     return Scenario(
@@ -136,6 +145,7 @@ def straggler(*, items: int = 2000, time_scale: float = 0.01, seed: int = 1) -> 
         _make_items(items, seed),
         _settings(time_scale),
         {n.name: n.slots for n in nodes},
+        strategies=("engine", "engine_nohedge", "roundrobin", "nginx"),
     )
 
 
@@ -143,9 +153,15 @@ _BEST = (1, 1, 2, 2, 4, 4, 8, 8)
 ADAPTIVE_CONFIGURED_SLOTS = 8  # what a user who does not know the best counts would set
 
 
-def adaptive(*, items: int = 2000, time_scale: float = 0.01, seed: int = 1) -> Scenario:
+def adaptive(*, items: int = 2000, time_scale: float = TIME_SCALE, seed: int = 1) -> Scenario:
     """8 nodes whose throughput peaks at 1, 1, 2, 2, 4, 4, 8, 8 requests in flight."""
     nodes = tuple(_node(f"n{i + 1}", 20.0, 32, best) for i, best in enumerate(_BEST))
+    # The sweep: the same count on every node, and each node at its own best count (what a
+    # per-node sweep finds, and the best any fixed setting can do).
+    fixed: dict[str, Mapping[str, int]] = {
+        f"fixed_{k}": {n.name: k for n in nodes} for k in (1, 2, 4, 8)
+    }
+    fixed["fixed_best"] = {n.name: best for n, best in zip(nodes, _BEST, strict=True)}
     return Scenario(
         "adaptive",
         "makespan",
@@ -155,6 +171,8 @@ def adaptive(*, items: int = 2000, time_scale: float = 0.01, seed: int = 1) -> S
         _make_items(items, seed),
         _settings(time_scale),
         {n.name: ADAPTIVE_CONFIGURED_SLOTS for n in nodes},
+        strategies=("engine", "engine_adaptive", *(f"engine_{name}" for name in fixed)),
+        fixed=fixed,
     )
 
 
@@ -173,6 +191,14 @@ def overhead(*, items: int = 5000, time_scale: float = 1.0, seed: int = 1) -> Sc
         _make_items(items, seed),
         _settings(time_scale),
         {n.name: 16 for n in nodes},
+        strategies=(
+            "minimal",
+            "minimal_stream",
+            "engine",
+            "engine_nostream",
+            "roundrobin",
+            "nginx",
+        ),
     )
 
 
@@ -190,6 +216,7 @@ def memory(
         _settings(time_scale),
         {n.name: 16 for n in nodes},
         sizes=(small, items),
+        strategies=("runner", "engine", "roundrobin", "nginx"),
     )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._repeats import bucket, shared_buckets
 
 FORMATS = ("lines", "csv", "jsonl")
 _BY_SUFFIX = {"": "lines", ".txt": "lines", ".lst": "lines", ".csv": "csv"}
@@ -113,7 +114,9 @@ def scan_items(
     id_field: str | None = None,
     text_field: str = "text",
 ) -> int:
-    """Read the whole input once to check it, keeping only ids in memory.
+    """Read the whole input once to check it, in memory that does not grow with the input:
+    ids go through :mod:`runner._repeats`'s bit filter, and only ids that share a bucket are
+    compared for real, in a second pass.
 
     Returns:
         The number of items.
@@ -121,14 +124,30 @@ def scan_items(
     Raises:
         ConfigError: as :func:`read_items`, or two items share an id.
     """
-    first_line: dict[str, int] = {}
-    for item in read_items(path, format=format, id_field=id_field, text_field=text_field):
-        seen = first_line.setdefault(item.id, item.line)
-        if seen != item.line:
-            raise ConfigError(
-                f"{path}:{item.line}: duplicate id {item.id!r} (first seen on line {seen})"
-            )
-    return len(first_line)
+
+    def items() -> Iterator[Item]:
+        return read_items(path, format=format, id_field=id_field, text_field=text_field)
+
+    count = 0
+
+    def hashes() -> Iterator[int]:
+        nonlocal count
+        for item in items():
+            count += 1
+            yield hash(item.id)
+
+    shared = shared_buckets(hashes())
+    if shared:
+        first_line: dict[str, int] = {}
+        for item in items():
+            if bucket(hash(item.id)) not in shared:
+                continue
+            seen = first_line.setdefault(item.id, item.line)
+            if seen != item.line:
+                raise ConfigError(
+                    f"{path}:{item.line}: duplicate id {item.id!r} (first seen on line {seen})"
+                )
+    return count
 
 
 def _items(path: Path, kind: str, id_field: str | None, text_field: str) -> Iterator[Item]:

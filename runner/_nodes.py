@@ -8,8 +8,7 @@ successful probe). ``NodeState`` holds no I/O; the engine drives it.
 
 from __future__ import annotations
 
-import statistics
-from array import array
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -53,7 +52,7 @@ class NodeState:
     output_tokens: int = 0
     busy_time: float = 0.0  # sum of successful request latencies
     latency_ewma: float | None = None  # seconds per successful request, smoothed
-    latencies: array[float] = field(default_factory=lambda: array("d"))
+    latencies: LatencyHistogram = field(default_factory=lambda: LatencyHistogram())
     last_error: str = ""
 
     def __post_init__(self) -> None:
@@ -75,7 +74,7 @@ class NodeState:
         self.cooldown_until = 0.0
         self.output_tokens += output_tokens or 0
         self.busy_time += latency
-        self.latencies.append(latency)
+        self.latencies.add(latency)
         a = 0.3
         self.latency_ewma = (
             latency if self.latency_ewma is None else a * latency + (1 - a) * self.latency_ewma
@@ -88,7 +87,7 @@ class NodeState:
 
     def stats(self) -> dict[str, object]:
         """The node's line in ``report.json``."""
-        lat = sorted(self.latencies)
+        lat = self.latencies
         return {
             "url": self.spec.base_url,
             "requests": self.requests,
@@ -98,14 +97,37 @@ class NodeState:
             "limit": self.limit,
             "output_tokens": self.output_tokens,
             "tokens_per_s": round(self.output_tokens / self.busy_time, 2) if self.busy_time else 0,
-            "latency_p50_s": round(statistics.median(lat), 4) if lat else None,
-            "latency_p95_s": round(_percentile(lat, 0.95), 4) if lat else None,
+            "latency_p50_s": round(lat.quantile(0.5), 4) if lat.count else None,
+            "latency_p95_s": round(lat.quantile(0.95), 4) if lat.count else None,
             "health": self.health.value,
             "last_error": self.last_error,
         }
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    rank = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[rank]
+class LatencyHistogram:
+    """Request latencies in logarithmic buckets 1 % wide: quantiles within 0.5 %, in memory
+    that does not grow with the number of requests (a few hundred buckets at most)."""
+
+    _FLOOR = 1e-4  # seconds; anything faster counts as this
+    _STEP = math.log(1.01)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._buckets: dict[int, int] = {}
+
+    def add(self, seconds: float) -> None:
+        bucket = round(math.log(max(seconds, self._FLOOR) / self._FLOOR) / self._STEP)
+        self._buckets[bucket] = self._buckets.get(bucket, 0) + 1
+        self.count += 1
+
+    def quantile(self, q: float) -> float:
+        """The nearest-rank ``q`` quantile (0 < q ≤ 1) of the latencies added so far."""
+        if not self.count:
+            raise ValueError("no latencies recorded")
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen >= rank:
+                return self._FLOOR * math.exp(bucket * self._STEP)
+        raise AssertionError("unreachable: rank ≤ count")

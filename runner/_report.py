@@ -1,4 +1,5 @@
-"""What a run leaves behind besides the journal: ``report.json`` and the job's output file."""
+"""``report.json``: what a run did, in total and per node (the job's output file is
+:mod:`runner._output`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
-
-from ._config import OutputConfig, OutputShape
-from ._journal import read_records
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -24,42 +22,6 @@ def write_json(path: Path, value: Any) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
-
-
-def consolidate(results: Path, output: OutputConfig) -> tuple[Any, int]:
-    """The job's consolidated output built from a run's ``results.jsonl``, in input order.
-
-    Returns the value and how many accepted answers it holds. ``list``: every accepted
-    answer; ``mapping``: the item's ``key_field`` (or its id) → answer. Lines without an
-    ``index`` and an ``answer`` (not written by this runner) are skipped, never fatal.
-    """
-    answers: dict[int, tuple[str, Any]] = {}
-    for _, record in read_records(results):
-        index = record.get("index")
-        if record.get("status") != "ok" or "answer" not in record or type(index) is not int:
-            continue  # a failure, or a line this runner did not write: not an answer
-        item = record.get("input")
-        if not isinstance(item, dict):
-            item = {}
-        key = item.get(output.key_field) if output.key_field else None
-        answers[index] = (
-            str(key if key is not None else record.get("id")),
-            record["answer"],
-        )
-    ordered = [answers[i] for i in sorted(answers)]
-    if output.shape is OutputShape.mapping:
-        return {key: answer for key, answer in ordered}, len(ordered)
-    return [answer for _, answer in ordered], len(ordered)
-
-
-def write_output(run_dir: Path, results: Path, output: OutputConfig) -> Path | None:
-    """Write the job's consolidated output file into the run directory, if it has one."""
-    if output.shape is OutputShape.none or not output.filename:
-        return None
-    value, _ = consolidate(results, output)
-    path = run_dir / output.filename
-    write_json(path, value)
-    return path
 
 
 def build_report(

@@ -23,9 +23,10 @@ from ._engine import Engine
 from ._errors import ClusterUnavailable
 from ._journal import Journal, Store
 from ._outcome import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, Outcome
+from ._output import write_output
 from ._plan import JobPlan, prepare
 from ._progress import show_progress, summary_table
-from ._report import build_report, write_json, write_output
+from ._report import build_report, write_json
 from ._work import Work
 
 log = logging.getLogger("runner")

@@ -18,6 +18,7 @@ from bench.__main__ import main
 from bench._bounds import lower_bound
 from bench._nginx import nginx_binary, render_config
 from bench._outcomes import RunResult, count
+from bench._strategies import strategies_for
 from bench._strategy import Node, Settings, Trace
 
 TINY: dict[str, dict[str, Any]] = {
@@ -36,9 +37,10 @@ def test_every_scenario_has_a_tiny_version() -> None:
 
 
 MAIN = ("roundrobin", "nginx", "engine")
-CASES = [(name, s) for name in SCENARIOS for s in MAIN if s in STRATEGIES] + [
-    ("heterogeneous", s) for s in STRATEGIES if s not in MAIN
-]  # every scenario with the main strategies; variants on one scenario (test time)
+CASES = sorted(
+    {(name, s) for name in SCENARIOS for s in (*MAIN, *SCENARIOS[name](**TINY[name]).strategies)}
+    | {("heterogeneous", s) for s in STRATEGIES}
+)  # every scenario with the main strategies and its own list; every variant on one scenario
 
 
 # httpcore leaves a request body's async generator unclosed when a request is cancelled
@@ -55,7 +57,11 @@ async def test_tiny_scenario_runs_and_loses_no_item(name: str, strategy: str) ->
     scenario = SCENARIOS[name](**TINY[name])
     with trio.fail_after(60):
         (result,) = await bench.run_scenario(
-            scenario, {strategy: STRATEGIES[strategy]}, runs=1, max_run_seconds=30, in_process=True
+            scenario,
+            {strategy: strategies_for(scenario)[strategy]},
+            runs=1,
+            max_run_seconds=30,
+            in_process=True,
         )
     assert result.status == "done", result.note
     expected = TINY[name]["items"]

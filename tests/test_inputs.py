@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from runner import _repeats
 from runner._errors import ConfigError
 from runner._inputs import Item, content_id, read_items, resolve_format, scan_items
 
@@ -230,3 +233,34 @@ def test_scan_rejects_duplicate_id_field_values(tmp_path: Path) -> None:
     path = write(tmp_path, "m.csv", "id,t\n1,a\n2,b\n1,c\n")
     with pytest.raises(ConfigError, match=r"m.csv:4: duplicate id '1' \(first seen on line 2\)"):
         scan_items(path, id_field="id")
+
+
+@pytest.mark.parametrize("filter_bits", [8, 2**24])
+@given(ids=st.lists(st.integers(0, 40), min_size=1, max_size=60))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_scan_finds_exactly_the_first_repeated_id_whatever_the_filter_size(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    filter_bits: int,
+    ids: list[int],
+) -> None:
+    # With 8 buckets nearly every id shares one, so the exact second pass decides.
+    monkeypatch.setattr(_repeats, "FILTER_BITS", filter_bits)
+    tmp = tmp_path_factory.mktemp("scan")
+    path = write(tmp, "m.csv", "id\n" + "".join(f"{i}\n" for i in ids))
+    first: dict[int, int] = {}
+    repeat = None
+    for line, i in enumerate(ids, start=2):
+        if i in first:
+            repeat = (line, i, first[i])
+            break
+        first[i] = line
+    if repeat is None:
+        assert scan_items(path, id_field="id") == len(ids)
+    else:
+        line, i, seen = repeat
+        with pytest.raises(ConfigError) as caught:
+            scan_items(path, id_field="id")
+        assert str(caught.value) == f"{path}:{line}: duplicate id '{i}' (first seen on line {seen})"

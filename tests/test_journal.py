@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runner._config import OutputConfig, OutputShape
 from runner._journal import Journal, Store, read_records
-from runner._report import consolidate
+from runner._output import consolidate
 
 
 def test_each_record_is_one_line_readable_back(tmp_path: Path) -> None:

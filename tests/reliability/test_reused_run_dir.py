@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from runner._config import OutputConfig, OutputShape
-from runner._report import consolidate
+from runner._output import consolidate
 from tests.reliability._harness import FAST_ENGINE, Cluster, Job, Ledger, read_jsonl
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from runner._config import OutputConfig, OutputShape
 from runner._journal import Journal, Store, read_records
-from runner._report import consolidate
+from runner._output import consolidate
 
 
 def record(i: int, answer: Any) -> dict[str, Any]:
