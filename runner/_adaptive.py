@@ -1,11 +1,24 @@
 """Finding each node's best number of requests in flight while the job runs.
 
 Servers differ: llama.cpp with parallel slots gains from concurrency, a CPU ts_server may
-not, and an overloaded node gets slower with more. :class:`ConcurrencyTuner` climbs one step
-at a time: it measures a node's throughput (output tokens per second, or answers per second
-when a node reports no token counts) over a window of answers at its current limit, moves up
-while the next level is better or unexplored, and steps back down when the level below was
-better. Known levels are re-measured now and then, since a node's speed changes with load.
+not, and an overloaded node gets slower with more. :class:`ConcurrencyTuner` measures a
+node's throughput at its current limit and moves the limit:
+
+* **Measure.** Each answer tells the speed of its own request. With ``L`` requests in
+  flight the node's throughput is about ``L × Σ tokens / Σ latency`` over a window of
+  ``max(3, L)`` answers (answers instead of tokens when a node reports no token counts) —
+  far steadier than counting answers per second, since answer lengths vary. Only answers
+  to requests sent under the current limit, while more work was waiting, are counted.
+* **Climb.** Starting at 1, the limit doubles while the highest level measured is also the
+  best (TCP's slow start), so a node that wants 8 gets there in three windows.
+* **Refine.** Once a level is worse than one below it, the limit visits the midpoints of
+  the gaps around the best level until its neighbours are measured (a binary search). The
+  gap below is skipped when throughput grew in proportion across it (nothing in between
+  can do better).
+* **Settle.** The best level is the smallest whose throughput is within ``GAIN`` of the
+  highest seen: more requests in flight that buy nothing only add latency. Every
+  ``REMEASURE`` windows the neighbours of the chosen level are forgotten and measured
+  again, since a node's speed changes with load.
 
 Pure: the engine feeds it answers and reads back the limit.
 """
@@ -14,13 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-_GAIN = 1.03  # a level must beat its neighbour by 3 % to count as better (noise margin)
-_REEXPLORE = 8  # windows at one level before the level above is measured again
+GAIN = 1.05  # a level must beat a smaller one by 5 % to be worth its extra requests
+REMEASURE = 30  # windows at a settled level before its neighbours are measured again
 
 
 @dataclass
 class ConcurrencyTuner:
-    """Hill-climbing search for the in-flight count that maximises one node's throughput.
+    """Search for the in-flight count that maximises one node's throughput.
 
     Args:
         ceiling: the highest limit it may choose.
@@ -30,56 +43,92 @@ class ConcurrencyTuner:
     ceiling: int
     limit: int = 1
     rates: dict[int, float] = field(default_factory=dict)
-    _window_start: float | None = None
-    _window_work: float = 0.0
-    _window_done: int = 0
+    _since: float = float("-inf")  # when the current limit took effect
+    _previous: int = 0  # the limit before it
+    _work: float = 0.0  # output tokens of the window's answers
+    _busy: float = 0.0  # summed latencies of the window's answers
+    _answers: int = 0
     _windows_here: int = 0
 
     def window_size(self) -> int:
-        """Answers per measurement: enough to see a level's steady state."""
-        return 3 * self.limit + 3
+        """Answers per measurement: ``L`` while climbing (a round of requests), at least 3
+        once the search turns (a steadier figure where the choice is close)."""
+        climbing = all(level < self.limit for level in self.rates)
+        return self.limit if climbing else max(3, self.limit)
 
-    def observe(self, now: float, work: float, *, saturated: bool) -> int:
-        """Record one answer (``work``: its output tokens, or 1) and return the new limit.
+    def observe(
+        self, now: float, work: float, *, latency: float, in_flight: int, saturated: bool
+    ) -> int:
+        """Record one answer and return the limit to use from now on.
 
-        ``saturated`` says whether there was more work waiting; windows measured while the
-        node was starved say nothing about its capacity and are dropped.
+        Args:
+            now: when the answer arrived.
+            work: its output tokens (or 1).
+            latency: seconds from sending the request to the answer.
+            in_flight: requests in flight on the node when it was sent, itself included.
+            saturated: whether more work was waiting; answers from a starved node say
+                nothing about its capacity and are dropped with their window.
         """
         if not saturated:
-            self._reset(now)
+            self._clear()
             return self.limit
-        if self._window_start is None:
-            self._window_start = now
+        if now - latency < self._since or latency <= 0:
+            return self.limit  # sent under another limit
+        if in_flight < self.limit and in_flight <= self._previous:
+            # Sent into the place of the answer that moved the limit: it ran at the old
+            # level (on a queueing node it skipped the queue the new level builds).
             return self.limit
-        self._window_work += work
-        self._window_done += 1
-        if self._window_done < self.window_size() or now <= self._window_start:
+        self._work += work
+        self._busy += latency
+        self._answers += 1
+        if self._answers < self.window_size():
             return self.limit
-        rate = self._window_work / (now - self._window_start)
+        rate = self.limit * self._work / self._busy
+        self._clear()
         old = self.rates.get(self.limit)
         self.rates[self.limit] = rate if old is None else 0.5 * (old + rate)
-        self._decide()
-        self._reset(now)
+        self._move(self._next_level(), now)
         return self.limit
 
-    def _decide(self) -> None:
-        here = self.rates[self.limit]
-        below = self.rates.get(self.limit - 1)
-        above = self.rates.get(self.limit + 1)
-        self._windows_here += 1
-        if self._windows_here >= _REEXPLORE and above is not None:
-            del self.rates[self.limit + 1]
-            above = None
-        if below is not None and here <= below * _GAIN:
-            self._move(self.limit - 1)  # not clearly better than one fewer: prefer fewer
-        elif self.limit < self.ceiling and (above is None or above > here * _GAIN):
-            self._move(self.limit + 1)
+    def best(self) -> int:
+        """The smallest measured level within ``GAIN`` of the highest throughput."""
+        top = max(self.rates.values())
+        return min(level for level, rate in self.rates.items() if rate * GAIN >= top)
 
-    def _move(self, limit: int) -> None:
-        self.limit = max(1, min(self.ceiling, limit))
-        self._windows_here = 0
+    def _next_level(self) -> int:
+        best = self.best()
+        levels = sorted(self.rates)
+        above = [level for level in levels if level > best]
+        below = [level for level in levels if level < best]
+        if not above:
+            if best < self.ceiling:
+                return min(self.ceiling, 2 * best)  # still rising: double
+        elif above[0] - best > 1:
+            return (best + above[0]) // 2
+        if below and best - below[-1] > 1 and not self._scaled(below[-1], best):
+            return (best + below[-1] + 1) // 2
+        if best > 1 and not below:
+            return best - 1
+        if self.limit == best:
+            self._windows_here += 1
+            if self._windows_here >= REMEASURE:  # forget the neighbours: measure them again
+                self._windows_here = 0
+                for level in (best - 1, best + 1):
+                    self.rates.pop(level, None)
+        return best
 
-    def _reset(self, now: float) -> None:
-        self._window_start = now
-        self._window_work = 0.0
-        self._window_done = 0
+    def _scaled(self, low: int, high: int) -> bool:
+        """Whether throughput grew about in proportion from ``low`` to ``high`` in flight:
+        then no level between them can beat ``high``."""
+        return self.rates[high] * GAIN >= self.rates[low] * high / low
+
+    def _clear(self) -> None:
+        self._work = self._busy = 0.0
+        self._answers = 0
+
+    def _move(self, limit: int, now: float) -> None:
+        limit = max(1, min(self.ceiling, limit))
+        if limit != self.limit:
+            self._previous, self.limit = self.limit, limit
+            self._since = now
+            self._windows_here = 0

@@ -307,6 +307,7 @@ class Engine:
             task.seeds.append(seed)
         node.requests += 1
         node.active += 1
+        in_flight = node.active
         self._in_flight.add(task)
         failure: NodeError | None = None
         completion: Completion | None = None
@@ -342,7 +343,11 @@ class Engine:
             if tuner is not None:
                 work = completion.output_tokens if completion.output_tokens else 1
                 node.limit = tuner.observe(
-                    trio.current_time(), work, saturated=not self._fresh_done or bool(self._retry)
+                    trio.current_time(),
+                    work,
+                    latency=latency,
+                    in_flight=in_flight,
+                    saturated=not self._fresh_done or bool(self._retry),
                 )
             outcome = "ok" if self._answered(node, task, completion, latency, seed) else "rejected"
         if self._on_request is not None:

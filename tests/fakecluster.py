@@ -32,7 +32,7 @@ class FakeNode:
     fail_first: int = 0  # the first N requests get `fail_status`
     fail_status: int = 500
     malformed_first: int = 0  # the first N answers are not JSON
-    parallel: int | None = None  # with more requests in flight, each one slows down
+    parallel: int | None = None  # requests served at once; the rest wait in FIFO order
     requests: list[dict[str, Any]] = field(default_factory=list)
     served: int = 0
     active: int = 0
@@ -42,10 +42,8 @@ class FakeNode:
             return False
         return self.dead_until is None or now < self.dead_until
 
-    def _service_time(self) -> float:
-        if self.parallel is None:
-            return self.delay
-        return self.delay * max(1.0, self.active / self.parallel)
+    def __post_init__(self) -> None:
+        self._servers = trio.Semaphore(self.parallel) if self.parallel else None
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         now = trio.current_time()
@@ -59,7 +57,11 @@ class FakeNode:
             return httpx.Response(self.fail_status, json={"error": "overloaded"})
         self.active += 1
         try:
-            await trio.sleep(self._service_time())
+            if self._servers is None:
+                await trio.sleep(self.delay)
+            else:
+                async with self._servers:  # trio's Semaphore wakes waiters in FIFO order
+                    await trio.sleep(self.delay)
         finally:
             self.active -= 1
         if self._dead(trio.current_time()):
