@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-import statistics
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
@@ -46,6 +46,8 @@ from ._errors import (
     ProtocolError,
     ServerError,
 )
+from ._health import probe_benched, watch_cluster
+from ._hedging import hedge_candidate
 from ._nodes import Health, NodeSpec, NodeState
 from ._request import Api, Completion, Style
 from ._work import Acceptor, RequestTrace, Work, accept_text
@@ -127,6 +129,7 @@ class Engine:
             raise ValueError("a cluster needs at least one node")
         self.settings = settings
         self.nodes = [NodeState(spec) for spec in nodes]
+        self._by_name = {n.name: n for n in self.nodes}
         self._tuners: dict[str, ConcurrencyTuner] = {}
         if settings.adaptive:
             for node in self.nodes:
@@ -146,7 +149,6 @@ class Engine:
         self._in_flight: set[_Task] = set()
         self._changed = trio.Event()
         self._all_done = trio.Event()
-        self._unavailable_since: float | None = None
         self._stopped_reason: str | None = None
         self.ok = 0
         self.failed = 0
@@ -180,7 +182,18 @@ class Engine:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watchdog, outer.cancel_scope)
                 for node in self.nodes:
-                    outer.start_soon(self._prober, node)
+                    outer.start_soon(
+                        partial(
+                            probe_benched,
+                            node,
+                            self._clients[node.name],
+                            self.settings,
+                            engine_id=self._engine_id,
+                            style=self._style,
+                            changed=lambda: self._changed,
+                            notify=self._notify,
+                        )
+                    )
                 async with trio.open_nursery() as workers:
                     for node in self.nodes:
                         for _ in range(self._workers(node)):
@@ -190,6 +203,10 @@ class Engine:
         self.finished_at = trio.current_time()
         if self._stopped_reason:
             raise ClusterUnavailable(self._stopped_reason)
+
+    async def _watchdog(self, cancel_scope: trio.CancelScope) -> None:
+        self._stopped_reason = await watch_cluster(self.nodes, self.settings)
+        cancel_scope.cancel()
 
     def _workers(self, node: NodeState) -> int:
         """Worker tasks for a node: its slots, or the adaptive ceiling."""
@@ -251,40 +268,11 @@ class Engine:
             else:
                 return _Task(work), wake_at
         if self.settings.hedge and self._fresh_done and not self._retry:
-            hedge = self._hedge_candidate(node, now)
+            hedge = hedge_candidate(node, self._by_name, self._in_flight, now)
             if hedge is not None:
                 node.hedges += 1
                 return hedge, wake_at
         return None, wake_at
-
-    def _hedge_candidate(self, node: NodeState, now: float) -> _Task | None:
-        """The running item that ``node`` would most likely finish sooner, if any."""
-        known = [n.latency_ewma for n in self.nodes if n.latency_ewma is not None]
-        typical = statistics.median(known) if known else None
-        mine = node.latency_ewma if node.latency_ewma is not None else typical
-        if mine is None:
-            return None
-        best: _Task | None = None
-        best_gain = 0.0
-        for task in self._in_flight:
-            if len(task.running) != 1 or node.name in task.running or node.name in task.avoid:
-                continue
-            (other_name, (_, started)) = next(iter(task.running.items()))
-            other = self._node(other_name)
-            expected = other.latency_ewma if other.latency_ewma is not None else 4 * mine
-            remaining = expected - (now - started)
-            if remaining <= 0:  # overdue: it may be hung; the node's own estimate is stale
-                remaining = now - started
-            gain = remaining - 1.25 * mine
-            if gain > best_gain:
-                best, best_gain = task, gain
-        return best
-
-    def _node(self, name: str) -> NodeState:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
 
     # --------------------------------------------------------------- workers
 
@@ -458,53 +446,3 @@ class Engine:
         else:
             self.failed += 1
         self._on_result(record)
-
-    # ---------------------------------------------------- probes and watchdog
-
-    async def _prober(self, node: NodeState) -> None:
-        """Probe ``node`` while it is benched; re-admit it when a probe succeeds."""
-        settings = self.settings
-        failures = 0
-        while True:
-            if node.health is not Health.benched:
-                failures = 0
-                await self._changed.wait()
-                continue
-            pause = min(settings.backoff_max, settings.probe_interval * 2**failures)
-            await trio.sleep(pause)
-            try:
-                with trio.fail_after(settings.probe_timeout):
-                    await self._clients[node.name].probe(self._engine_id, self._style)
-            except (NodeError, trio.TooSlowError) as exc:
-                failures += 1
-                node.last_error = f"{node.name}: probe: {type(exc).__name__}: {exc}"
-                continue
-            node.health = Health.admitted
-            node.consecutive_failures = 0
-            node.cooldown_until = 0.0
-            self._notify()
-
-    def _serving(self) -> bool:
-        """Whether some node is admitted and not failing repeatedly."""
-        limit = self.settings.breaker_failures
-        return any(
-            n.health is Health.admitted and n.consecutive_failures < limit for n in self.nodes
-        )
-
-    async def _watchdog(self, cancel_scope: trio.CancelScope) -> None:
-        """Stop the run when no node could serve for ``no_node_timeout`` seconds."""
-        timeout = self.settings.no_node_timeout
-        while True:
-            now = trio.current_time()
-            if self._serving():
-                self._unavailable_since = None
-            elif self._unavailable_since is None:
-                self._unavailable_since = now
-            elif now - self._unavailable_since >= timeout:
-                last = "; ".join(n.last_error for n in self.nodes if n.last_error)
-                self._stopped_reason = (
-                    f"no node could serve for {timeout:g}s (last errors: {last or 'none'})"
-                )
-                cancel_scope.cancel()
-                return
-            await trio.sleep(min(1.0, max(timeout / 10, 0.01)))

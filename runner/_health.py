@@ -1,0 +1,80 @@
+"""Node health beside the engine's workers: re-admitting benched nodes, and noticing when no
+node can serve at all.
+
+* :func:`probe_benched` runs per node for the whole run. While the node is benched it sends
+  a tiny real completion, with growing pauses, and re-admits the node when one succeeds.
+* :func:`watch_cluster` stops the run when no node was admitted and healthy for
+  ``no_node_timeout`` seconds: it returns why, and the engine raises
+  :class:`~runner._errors.ClusterUnavailable` with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import trio
+
+from ._client import NodeClient
+from ._config import EngineConfig
+from ._errors import NodeError
+from ._nodes import Health, NodeState
+from ._request import Style
+
+
+async def probe_benched(
+    node: NodeState,
+    client: NodeClient,
+    settings: EngineConfig,
+    *,
+    engine_id: str,
+    style: Style,
+    changed: Callable[[], trio.Event],
+    notify: Callable[[], None],
+) -> None:
+    """Probe ``node`` whenever it is benched; re-admit it when a probe succeeds.
+
+    ``changed()`` is the event set at the engine's next change of state (a node benched,
+    an answer in); ``notify()`` announces the re-admission to the workers.
+    """
+    failures = 0
+    while True:
+        if node.health is not Health.benched:
+            failures = 0
+            await changed().wait()
+            continue
+        pause = min(settings.backoff_max, settings.probe_interval * 2**failures)
+        await trio.sleep(pause)
+        try:
+            with trio.fail_after(settings.probe_timeout):
+                await client.probe(engine_id, style)
+        except (NodeError, trio.TooSlowError) as exc:
+            failures += 1
+            node.last_error = f"{node.name}: probe: {type(exc).__name__}: {exc}"
+            continue
+        node.health = Health.admitted
+        node.consecutive_failures = 0
+        node.cooldown_until = 0.0
+        notify()
+
+
+def serving(nodes: Sequence[NodeState], breaker_failures: int) -> bool:
+    """Whether some node is admitted and not failing repeatedly."""
+    return any(
+        n.health is Health.admitted and n.consecutive_failures < breaker_failures for n in nodes
+    )
+
+
+async def watch_cluster(nodes: Sequence[NodeState], settings: EngineConfig) -> str:
+    """Return, with the reason, once no node could serve for ``no_node_timeout`` seconds."""
+    timeout = settings.no_node_timeout
+    unavailable_since: float | None = None
+    while True:
+        now = trio.current_time()
+        if serving(nodes, settings.breaker_failures):
+            unavailable_since = None
+        elif unavailable_since is None:
+            unavailable_since = now
+        elif now - unavailable_since >= timeout:
+            last = "; ".join(n.last_error for n in nodes if n.last_error)
+            return f"no node could serve for {timeout:g}s (last errors: {last or 'none'})"
+        await trio.sleep(min(1.0, max(timeout / 10, 0.01)))

@@ -1,0 +1,60 @@
+"""The hedging decision: copy an item only where it would likely finish sooner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner._hedging import hedge_candidate
+from runner._nodes import NodeSpec, NodeState
+
+
+@dataclass(eq=False)
+class Item:
+    running: dict[str, tuple[object, float]]
+    avoid: set[str] = field(default_factory=set)
+
+
+def _nodes(**latencies: float | None) -> dict[str, NodeState]:
+    nodes = {}
+    for name, latency in latencies.items():
+        node = NodeState(NodeSpec(name, f"http://127.0.0.1/{name}"))
+        node.latency_ewma = latency
+        nodes[name] = node
+    return nodes
+
+
+def test_an_item_on_a_slow_node_is_copied_to_a_fast_idle_one() -> None:
+    nodes = _nodes(fast=1.0, slow=10.0)
+    item = Item({"slow": (None, 0.0)})
+    assert hedge_candidate(nodes["fast"], nodes, [item], now=1.0) is item
+
+
+def test_an_item_about_to_finish_is_left_alone() -> None:
+    nodes = _nodes(fast=1.0, slow=10.0)
+    item = Item({"slow": (None, 0.0)})
+    assert hedge_candidate(nodes["fast"], nodes, [item], now=9.5) is None
+
+
+def test_an_overdue_item_is_copied_even_where_the_estimate_says_it_is_done() -> None:
+    nodes = _nodes(fast=1.0, slow=2.0)
+    item = Item({"slow": (None, 0.0)})  # 30 s on a node that usually takes 2 s: hung?
+    assert hedge_candidate(nodes["fast"], nodes, [item], now=30.0) is item
+
+
+def test_items_already_copied_or_failed_here_are_not_taken() -> None:
+    nodes = _nodes(fast=1.0, slow=10.0, other=10.0)
+    copied = Item({"slow": (None, 0.0), "other": (None, 0.0)})
+    failed_here = Item({"slow": (None, 0.0)}, avoid={"fast"})
+    assert hedge_candidate(nodes["fast"], nodes, [copied, failed_here], now=1.0) is None
+
+
+def test_the_item_with_the_most_to_gain_is_chosen() -> None:
+    nodes = _nodes(fast=1.0, slow=10.0, slower=40.0)
+    on_slow, on_slower = Item({"slow": (None, 0.0)}), Item({"slower": (None, 0.0)})
+    assert hedge_candidate(nodes["fast"], nodes, [on_slow, on_slower], now=1.0) is on_slower
+
+
+def test_a_node_with_no_latency_yet_uses_the_clusters_typical_one() -> None:
+    nodes = _nodes(new=None, slow=10.0, fast=1.0)
+    item = Item({"slow": (None, 0.0)})
+    assert hedge_candidate(nodes["new"], nodes, [item], now=0.5) is item
