@@ -61,9 +61,11 @@ def measure(items: Path, nodes: list[dict[str, Any]], workdir: Path) -> dict[str
         runpy.run_module("runner", run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     used = resource.getrusage(resource.RUSAGE_SELF)
     peak = memory_kb("VmHWM")
+    if code != 0 or not (workdir / "run" / "report.json").exists():
+        raise SystemExit(f"python -m runner {' '.join(sys.argv[1:])} failed: exit {code}")
     report = json.loads((workdir / "run" / "report.json").read_text(encoding="utf-8"))
     totals = report["totals"]
     return {

@@ -79,10 +79,10 @@ def alone(node: LocalNode, cfg: RunConfig, items: int) -> float:
 def through_runner(cfg: RunConfig, run_dir: Path) -> tuple[float, int, int]:
     """Output tokens/s of the whole job through the runner; and its ok and item counts."""
     outcome = run(cfg, run_dir, console=Console(stderr=True, quiet=True))
-    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-    totals = report["totals"]
     if outcome.exit_code != 0:
         raise SystemExit(f"the runner's run failed: {outcome.summary}")
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    totals = report["totals"]
     return totals["output_tokens"] / report["wall_time_s"], totals["ok"], totals["items"]
 
 

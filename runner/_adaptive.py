@@ -45,6 +45,7 @@ class ConcurrencyTuner:
     rates: dict[int, float] = field(default_factory=dict)
     _since: float = float("-inf")  # when the current limit took effect
     _previous: int = 0  # the limit before it
+    _totals: dict[int, tuple[float, float]] = field(default_factory=dict)  # work, latency
     _work: float = 0.0  # output tokens of the window's answers
     _busy: float = 0.0  # summed latencies of the window's answers
     _answers: int = 0
@@ -54,7 +55,7 @@ class ConcurrencyTuner:
         """Answers per measurement: ``L`` while climbing (a round of requests), at least 3
         once the search turns (a steadier figure where the choice is close)."""
         climbing = all(level < self.limit for level in self.rates)
-        return self.limit if climbing else max(3, self.limit)
+        return self.limit if climbing else max(10, 2 * self.limit)
 
     def observe(
         self, now: float, work: float, *, latency: float, in_flight: int, saturated: bool
@@ -74,19 +75,21 @@ class ConcurrencyTuner:
             return self.limit
         if now - latency < self._since or latency <= 0:
             return self.limit  # sent under another limit
-        if in_flight < self.limit and in_flight <= self._previous:
-            # Sent into the place of the answer that moved the limit: it ran at the old
-            # level (on a queueing node it skipped the queue the new level builds).
+        if in_flight != self.limit:
+            # Sent while the node was still filling up to the new level (or into the place
+            # of the answer that moved the limit): on a queueing node it skipped part of
+            # the queue that the new level builds, so its speed is not the level's.
             return self.limit
         self._work += work
         self._busy += latency
         self._answers += 1
         if self._answers < self.window_size():
             return self.limit
-        rate = self.limit * self._work / self._busy
+        work, busy = self._totals.get(self.limit, (0.0, 0.0))
+        work, busy = work + self._work, busy + self._busy  # every window at this level
+        self._totals[self.limit] = (work, busy)
+        self.rates[self.limit] = self.limit * work / busy
         self._clear()
-        old = self.rates.get(self.limit)
-        self.rates[self.limit] = rate if old is None else 0.5 * (old + rate)
         self._move(self._next_level(), now)
         return self.limit
 
@@ -115,6 +118,7 @@ class ConcurrencyTuner:
                 self._windows_here = 0
                 for level in (best - 1, best + 1):
                     self.rates.pop(level, None)
+                    self._totals.pop(level, None)
         return best
 
     def _scaled(self, low: int, high: int) -> bool:

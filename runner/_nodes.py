@@ -105,8 +105,9 @@ class NodeState:
 
 
 class LatencyHistogram:
-    """Request latencies in logarithmic buckets 1 % wide: quantiles within 0.5 %, in memory
-    that does not grow with the number of requests (a few hundred buckets at most)."""
+    """Request latencies in logarithmic buckets 1 % wide: nearest-rank quantiles within
+    0.5 %, in memory that does not grow with the number of requests (at most ~1,600
+    buckets from 0.1 ms to 10 minutes)."""
 
     _FLOOR = 1e-4  # seconds; anything faster counts as this
     _STEP = math.log(1.01)

@@ -28,12 +28,13 @@ from ._journal import read_records
 from ._repeats import bucket, shared_buckets
 
 _NONE = -1  # no accepted answer at this index
-MAX_INDEX = 2**31  # an index beyond this is not one this runner wrote: the line is skipped
+MAX_INDEX = 2**31  # the most items a job may have
 
 
-def write_output(run_dir: Path, results: Path, output: OutputConfig) -> Path | None:
+def write_output(run_dir: Path, results: Path, output: OutputConfig, *, items: int) -> Path | None:
     """Write the job's consolidated output file into the run directory, if it has one.
 
+    ``items`` is the job's item count: records with an index beyond it are not this run's.
     The file is replaced atomically: a reader sees the old file or the new one.
     """
     if output.shape is OutputShape.none or not output.filename:
@@ -43,7 +44,8 @@ def write_output(run_dir: Path, results: Path, output: OutputConfig) -> Path | N
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            _write(out, entries(results, output), mapping=output.shape is OutputShape.mapping)
+            pairs = entries(results, output, items=items)
+            _write(out, pairs, mapping=output.shape is OutputShape.mapping)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -51,22 +53,24 @@ def write_output(run_dir: Path, results: Path, output: OutputConfig) -> Path | N
     return path
 
 
-def consolidate(results: Path, output: OutputConfig) -> tuple[Any, int]:
+def consolidate(results: Path, output: OutputConfig, *, items: int = MAX_INDEX) -> tuple[Any, int]:
     """The consolidated output as a value, and how many answers it holds (for tests and
     small runs; :func:`write_output` streams the same content to a file)."""
-    pairs = list(entries(results, output))
+    pairs = list(entries(results, output, items=items))
     if output.shape is OutputShape.mapping:
         return dict(pairs), len(pairs)
     return [answer for _, answer in pairs], len(pairs)
 
 
-def entries(results: Path, output: OutputConfig) -> Iterator[tuple[str, Any]]:
+def entries(results: Path, output: OutputConfig, *, items: int) -> Iterator[tuple[str, Any]]:
     """``(key, answer)`` per entry of the output, in input order (see the module docstring).
 
-    Lines without an ``index`` and an ``answer`` (not written by this runner) are skipped,
-    never fatal.
+    Lines without an ``index`` below ``items`` and an ``answer`` (not written by this runner)
+    are skipped, never fatal.
     """
-    offsets, hashes = _index(results, output)
+    offsets, hashes = _index(results, output, min(items, MAX_INDEX))
+    if not offsets:
+        return
     merged = _merged_duplicates(results, output, offsets, hashes)
     with open(results, "rb") as f:
         for index, offset in enumerate(offsets):
@@ -79,12 +83,12 @@ def entries(results: Path, output: OutputConfig) -> Iterator[tuple[str, Any]]:
             yield _key(record, output), record["answer"]
 
 
-def _accepted(record: dict[str, Any]) -> int | None:
+def _accepted(record: dict[str, Any], items: int) -> int | None:
     """The record's index if it is an accepted answer this runner wrote, else ``None``."""
     index = record.get("index")
     if record.get("status") != "ok" or "answer" not in record or type(index) is not int:
         return None
-    return index if 0 <= index < MAX_INDEX else None
+    return index if 0 <= index < items else None
 
 
 def _key(record: dict[str, Any], output: OutputConfig) -> str:
@@ -98,12 +102,12 @@ def _hash(key: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
-def _index(results: Path, output: OutputConfig) -> tuple[array[int], array[int]]:
+def _index(results: Path, output: OutputConfig, items: int) -> tuple[array[int], array[int]]:
     """Per item index: the offset of its latest accepted record and its key's hash."""
     offsets: array[int] = array("q")
     hashes: array[int] = array("q")
     for offset, record in read_records(results):
-        index = _accepted(record)
+        index = _accepted(record, items)
         if index is None:
             continue
         if index >= len(offsets):

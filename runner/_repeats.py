@@ -3,7 +3,9 @@
 Each value's hash picks one of ``FILTER_BITS`` buckets. A bucket hit twice holds a repeated
 value or two values that merely share it; callers compare the values of those few buckets
 for real, in a second pass. Memory: ``FILTER_BITS / 8`` bytes (2 MiB), plus one entry per
-shared bucket (about n² / 2²⁵ of them for n values: ~1,200 for 200,000).
+shared bucket: about n² / 2²⁵ of them for n values (~1,200 for 200,000; 75,000 for 1.6
+million), so the filter stays small up to a few million values and fills up beyond (at 10
+million about 2 million buckets are shared and their values are compared for real).
 """
 
 from __future__ import annotations

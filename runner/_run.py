@@ -119,7 +119,7 @@ def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Out
             stopped=stopped,
         )
     write_json(run_dir / "report.json", report)
-    output = write_output(run_dir, results_path, cfg.job.output)
+    output = write_output(run_dir, results_path, cfg.job.output, items=total)
     console.print(summary_table(report))
     totals = report["totals"]
     where = f"; output: {output}" if output else ""

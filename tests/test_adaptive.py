@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
+import random
+
 import pytest
 
 from runner._adaptive import ConcurrencyTuner
@@ -66,3 +69,40 @@ def test_the_request_sent_into_the_freed_place_does_not_count_for_the_new_level(
     tuner.observe(4.0, 1, latency=2.0, in_flight=2, saturated=True)
     assert tuner.rates[2] == tuner.rates[1] == 1.0
     assert tuner.limit == 1  # no better than 1: fewer in flight wins
+
+
+def drive_fifo(tuner: ConcurrencyTuner, servers: int, answers: int, seed: int) -> list[int]:
+    """A queueing node: ``servers`` requests served at once, the rest wait in FIFO order,
+    service times vary ±50 %. Every answer is fed to the tuner with the in-flight count it
+    was sent with; returns the limit after each answer."""
+    rng = random.Random(seed)
+    free_at = [0.0] * servers
+    pending: list[tuple[float, float, int]] = []  # (answered at, sent at, in flight at send)
+    now, in_flight, limits = 0.0, 0, []
+
+    def send() -> None:
+        nonlocal in_flight
+        in_flight += 1
+        server = min(range(servers), key=free_at.__getitem__)
+        free_at[server] = max(now, free_at[server]) + rng.uniform(0.5, 1.5)
+        heapq.heappush(pending, (free_at[server], now, in_flight))
+
+    for _ in range(answers):
+        while in_flight < tuner.limit:
+            send()
+        now, sent, at = heapq.heappop(pending)
+        in_flight -= 1
+        tuner.observe(now, 1, latency=now - sent, in_flight=at, saturated=True)
+        limits.append(tuner.limit)
+    return limits
+
+
+@pytest.mark.parametrize("servers", [1, 2, 3, 4, 6])
+def test_on_a_queueing_node_the_tuner_settles_on_its_server_count(servers: int) -> None:
+    # Beyond its servers a node's throughput is flat and only its queue grows: the tuner
+    # must not take the queue for capacity.
+    settled = []
+    for seed in range(3):
+        tail = drive_fifo(ConcurrencyTuner(ceiling=8), servers, 3000, seed)[-1000:]
+        settled.append(max(set(tail), key=tail.count))
+    assert sorted(settled)[1] == servers  # the median of three runs

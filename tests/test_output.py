@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from runner import _repeats
 from runner._config import OutputConfig, OutputShape
 from runner._journal import Journal
-from runner._output import MAX_INDEX, consolidate, write_output
+from runner._output import consolidate, write_output
 
 answers = st.one_of(
     st.text(max_size=20),
@@ -76,7 +76,7 @@ def test_the_streamed_output_equals_a_dict_or_list_built_in_input_order(
     tmp = tmp_path_factory.mktemp("out")
     _journal(tmp / "results.jsonl", rows)
     output = OutputConfig(filename="out.json", shape=shape, key_field="title")
-    path = write_output(tmp, tmp / "results.jsonl", output)
+    path = write_output(tmp, tmp / "results.jsonl", output, items=13)
     assert path is not None
     written = json.loads(path.read_text(encoding="utf-8"))
     assert written == _naive(rows, shape)
@@ -94,7 +94,7 @@ def test_a_repeated_key_keeps_its_first_place_and_the_last_answer(tmp_path: Path
     ]
     _journal(tmp_path / "results.jsonl", rows)
     output = OutputConfig(filename="o.json", shape=OutputShape.mapping, key_field="title")
-    path = write_output(tmp_path, tmp_path / "results.jsonl", output)
+    path = write_output(tmp_path, tmp_path / "results.jsonl", output, items=10)
     assert path is not None
     assert path.read_text(encoding="utf-8") == (
         '{\n  "Heat": "third heat",\n  "Alien": "alien"\n}\n'
@@ -107,7 +107,9 @@ def test_the_file_is_indented_like_json_dump(tmp_path: Path) -> None:
         {"index": 0, "status": "ok", "title": "a", "answer": "ünïcode"},
     ]
     _journal(tmp_path / "results.jsonl", rows)
-    path = write_output(tmp_path, tmp_path / "results.jsonl", OutputConfig(filename="o.json"))
+    path = write_output(
+        tmp_path, tmp_path / "results.jsonl", OutputConfig(filename="o.json"), items=2
+    )
     assert path is not None
     expected = json.dumps(["ünïcode", {"year": 1979, "cast": ["x"]}], ensure_ascii=False, indent=2)
     assert path.read_text(encoding="utf-8") == expected + "\n"
@@ -118,7 +120,9 @@ def test_no_answers_make_an_empty_list_or_object(tmp_path: Path) -> None:
         tmp_path / "results.jsonl", [{"index": 0, "status": "failed", "title": "a", "answer": ""}]
     )
     for shape, empty in ((OutputShape.list, []), (OutputShape.mapping, {})):
-        path = write_output(tmp_path, tmp_path / "results.jsonl", OutputConfig("o.json", shape))
+        path = write_output(
+            tmp_path, tmp_path / "results.jsonl", OutputConfig("o.json", shape), items=1
+        )
         assert path is not None
         assert json.loads(path.read_text(encoding="utf-8")) == empty
 
@@ -131,8 +135,15 @@ def test_lines_this_runner_did_not_write_are_skipped(tmp_path: Path) -> None:
         f.write(json.dumps({"status": "ok", "answer": "no index"}) + "\n")
         f.write(json.dumps({"status": "ok", "index": "3", "answer": "text index"}) + "\n")
         f.write(json.dumps({"status": "ok", "index": -1, "answer": "negative"}) + "\n")
-        f.write(json.dumps({"status": "ok", "index": MAX_INDEX, "answer": "huge"}) + "\n")
-    assert consolidate(results, OutputConfig(shape=OutputShape.list)) == (["kept"], 1)
+        f.write(json.dumps({"status": "ok", "index": 2**31 - 1, "answer": "huge"}) + "\n")
+        f.write(json.dumps({"status": "ok", "index": 5, "answer": "beyond the job"}) + "\n")
+    # Indices at or beyond the job's item count are not this run's: skipped, and nothing
+    # is allocated for them.
+    assert consolidate(results, OutputConfig(shape=OutputShape.list), items=5) == (["kept"], 1)
+
+
+def test_a_missing_results_file_gives_an_empty_output(tmp_path: Path) -> None:
+    assert consolidate(tmp_path / "none.jsonl", OutputConfig(shape=OutputShape.list)) == ([], 0)
 
 
 def test_shape_none_writes_no_file(tmp_path: Path) -> None:
@@ -140,5 +151,5 @@ def test_shape_none_writes_no_file(tmp_path: Path) -> None:
         tmp_path / "results.jsonl", [{"index": 0, "status": "ok", "title": "a", "answer": "x"}]
     )
     output = OutputConfig(filename="o.json", shape=OutputShape.none)
-    assert write_output(tmp_path, tmp_path / "results.jsonl", output) is None
+    assert write_output(tmp_path, tmp_path / "results.jsonl", output, items=10) is None
     assert not (tmp_path / "o.json").exists()
