@@ -163,6 +163,8 @@ class StreamDecoder:
     def _chunk(self, data: bytes) -> None:
         if not data.strip():
             return
+        if self._final is None and len(self._parts) <= 1 and self._plain_fragment(data):
+            return
         raw = _raw(data)
         if self._final is not None:
             raise ProtocolError("data after the final stream chunk", node=self.node, body=raw)
@@ -183,6 +185,24 @@ class StreamDecoder:
         if reached_end:
             texts = tuple("".join(parts) for parts in self._parts) or ("",)
             self._final = _completion(obj, texts, node=self.node, raw=raw)
+
+    def _plain_fragment(self, data: bytes) -> bool:
+        """Take the common chunk — one completion's next text, not the last — without the
+        checks and diagnostics the other chunks get. False: not such a chunk, nothing done
+        (the caller's full path judges it)."""
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            return False
+        if type(obj) is not dict or "error" in obj or obj.get("reached_end", False) is not False:
+            return False
+        fragment = obj.get("text", "")
+        if type(fragment) is not str:
+            return False
+        if not self._parts:
+            self._parts.append([])
+        self._parts[0].append(fragment)
+        return True
 
 
 # ----------------------------------------------------------------------- helpers
