@@ -148,6 +148,7 @@ class Engine:
         self._retry: deque[_Task] = deque()
         self._in_flight: set[_Task] = set()
         self._changed = trio.Event()
+        self._benched = {node.name: trio.Event() for node in self.nodes}  # set when benched
         self._all_done = trio.Event()
         self._stopped_reason: str | None = None
         self.ok = 0
@@ -190,7 +191,7 @@ class Engine:
                             self.settings,
                             engine_id=self._engine_id,
                             style=self._style,
-                            changed=lambda: self._changed,
+                            benched=partial(self._benched_event, node.name),
                             notify=self._notify,
                         )
                     )
@@ -203,6 +204,9 @@ class Engine:
         self.finished_at = trio.current_time()
         if self._stopped_reason:
             raise ClusterUnavailable(self._stopped_reason)
+
+    def _benched_event(self, name: str) -> trio.Event:
+        return self._benched[name]
 
     async def _watchdog(self, cancel_scope: trio.CancelScope) -> None:
         self._stopped_reason = await watch_cluster(self.nodes, self.settings)
@@ -433,6 +437,8 @@ class Engine:
         others = [n for n in self._admitted() if n is not node]
         if node.health is Health.admitted and others:
             node.health = Health.benched
+            self._benched[node.name].set()
+            self._benched[node.name] = trio.Event()
         else:
             excess = node.consecutive_failures - self.settings.breaker_failures
             pause = min(self.settings.backoff_max, self.settings.probe_interval * 2**excess)

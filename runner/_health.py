@@ -28,19 +28,20 @@ async def probe_benched(
     *,
     engine_id: str,
     style: Style,
-    changed: Callable[[], trio.Event],
+    benched: Callable[[], trio.Event],
     notify: Callable[[], None],
 ) -> None:
     """Probe ``node`` whenever it is benched; re-admit it when a probe succeeds.
 
-    ``changed()`` is the event set at the engine's next change of state (a node benched,
-    an answer in); ``notify()`` announces the re-admission to the workers.
+    ``benched()`` is the event set the next time the engine benches this node (the prober
+    sleeps on it, untouched by the engine's other changes); ``notify()`` announces the
+    re-admission to the workers.
     """
     failures = 0
     while True:
         if node.health is not Health.benched:
             failures = 0
-            await changed().wait()
+            await benched().wait()
             continue
         pause = min(settings.backoff_max, settings.probe_interval * 2**failures)
         await trio.sleep(pause)
