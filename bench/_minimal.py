@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 
 import httpx
 import trio
@@ -52,16 +53,7 @@ async def minimal(
                 nursery.start_soon(worker, client, node)
 
 
-async def minimal_stream(
-    nodes: Sequence[Node],
-    items: Iterable[Item],
-    settings: Settings,
-    record: Record,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> None:
-    """The minimal loop with streamed answers."""
-    await minimal(nodes, items, settings, record, transport=transport, stream=True)
+minimal_stream = partial(minimal, stream=True)  # the minimal loop with streamed answers
 
 
 async def complete_streamed(

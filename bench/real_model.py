@@ -11,9 +11,13 @@ for each of ``--rounds`` rounds:
    journals, output file) against the same nodes (``cluster=static`` with their addresses,
    no resume), timed from the start of the run to its report: output tokens / wall time.
 
-It prints, per round and as medians, each node's speed alone, their sum, the runner's
-throughput and the ratio runner / sum. Each measure is taken side by side in one session,
-so a busy machine slows both; the load average is printed before and after.
+3. **all at once** — the same plain clients on every node at the same time (one thread
+   each): what the machine gives when every node works, with no scheduling at all.
+
+It prints, per round and as medians, each node's speed alone, their sum, all at once, the
+runner's throughput and the ratios runner / sum and runner / all at once. Every measure is
+taken side by side in one session, so a busy machine slows each; the load average is
+printed before and after.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +81,21 @@ def alone(node: LocalNode, cfg: RunConfig, items: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
+def together(nodes: Sequence[LocalNode], cfg: RunConfig, items: int) -> float:
+    """Output tokens/s of plain sequential clients on every node at once (threads): what
+    the machine gives when all nodes work, with no scheduling at all."""
+    speeds: dict[str, float] = {}
+    threads = [
+        threading.Thread(target=lambda n=n: speeds.__setitem__(n.name, alone(n, cfg, items)))
+        for n in nodes
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(speeds.values())
+
+
 def through_runner(cfg: RunConfig, run_dir: Path) -> tuple[float, int, int]:
     """Output tokens/s of the whole job through the runner; and its ok and item counts."""
     outcome = run(cfg, run_dir, console=Console(stderr=True, quiet=True))
@@ -96,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     sums: list[float] = []
     runner_speeds: list[float] = []
+    togethers: list[float] = []
     speeds: dict[str, list[float]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="real-model-") as tmp,
@@ -107,21 +128,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             solo = {n.name: alone(n, cfg, args.solo_items) for n in nodes}
             for name, speed in solo.items():
                 speeds.setdefault(name, []).append(speed)
+            both = together(nodes, cfg, args.solo_items)
             speed, ok, items = through_runner(cfg, workdir / f"run-{r}")
             sums.append(sum(solo.values()))
+            togethers.append(both)
             runner_speeds.append(speed)
             alone_text = ", ".join(f"{name} {s:.1f}" for name, s in solo.items())
             print(
                 f"round {r + 1}: alone {alone_text} (sum {sums[-1]:.1f}) tokens/s; "
+                f"plain clients on all nodes at once {both:.1f}; "
                 f"runner {speed:.1f} tokens/s ({ok}/{items} ok); "
-                f"ratio {speed / sums[-1]:.3f}",
+                f"ratio {speed / sums[-1]:.3f} (to all at once {speed / both:.3f})",
                 flush=True,
             )
     ratios = [s / t for s, t in zip(runner_speeds, sums, strict=True)]
     medians = ", ".join(f"{name} {statistics.median(v):.1f}" for name, v in speeds.items())
     print(f"median alone: {medians} tokens/s; sum {statistics.median(sums):.1f}")
     print(f"median runner: {statistics.median(runner_speeds):.1f} tokens/s")
+    print(f"median plain clients on all nodes at once: {statistics.median(togethers):.1f}")
     print(f"median ratio runner / sum of nodes alone: {statistics.median(ratios):.3f}")
+    at_once = [s / t for s, t in zip(runner_speeds, togethers, strict=True)]
+    print(f"median ratio runner / all nodes at once: {statistics.median(at_once):.3f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
