@@ -5,10 +5,12 @@ not, and an overloaded node gets slower with more. :class:`ConcurrencyTuner` mea
 node's throughput at its current limit and moves the limit:
 
 * **Measure.** Each answer tells the speed of its own request. With ``L`` requests in
-  flight the node's throughput is about ``L × Σ tokens / Σ latency`` over a window of
-  ``max(3, L)`` answers (answers instead of tokens when a node reports no token counts) —
-  far steadier than counting answers per second, since answer lengths vary. Only answers
-  to requests sent under the current limit, while more work was waiting, are counted.
+  flight the node's throughput is about ``L × Σ tokens / Σ latency`` (answers instead of
+  tokens when a node reports no token counts) — far steadier than counting answers per
+  second, since answer lengths vary. Only answers to requests sent with the node full at
+  the current level, while more work was waiting, are counted; a window is ``L`` answers
+  while climbing and ``max(10, 2L)`` once the search turns, and every window at a level
+  adds to that level's figure.
 * **Climb.** Starting at 1, the limit doubles while the highest level measured is also the
   best (TCP's slow start), so a node that wants 8 gets there in three windows.
 * **Refine.** Once a level is worse than one below it, the limit visits the midpoints of
@@ -44,7 +46,6 @@ class ConcurrencyTuner:
     limit: int = 1
     rates: dict[int, float] = field(default_factory=dict)
     _since: float = float("-inf")  # when the current limit took effect
-    _previous: int = 0  # the limit before it
     _totals: dict[int, tuple[float, float]] = field(default_factory=dict)  # work, latency
     _work: float = 0.0  # output tokens of the window's answers
     _busy: float = 0.0  # summed latencies of the window's answers
@@ -133,6 +134,6 @@ class ConcurrencyTuner:
     def _move(self, limit: int, now: float) -> None:
         limit = max(1, min(self.ceiling, limit))
         if limit != self.limit:
-            self._previous, self.limit = self.limit, limit
+            self.limit = limit
             self._since = now
             self._windows_here = 0
