@@ -22,6 +22,7 @@ from ._errors import ConfigError
 _POSITIVE = {
     "engine.slots": 1,
     "engine.max_slots": 1,
+    "engine.slots_timeout": 0,
     "engine.connect_timeout": 0,
     "engine.stall_timeout": 0,
     "engine.request_timeout": 0,
@@ -32,11 +33,17 @@ _POSITIVE = {
     "engine.probe_interval": 0,
     "engine.probe_timeout": 0,
     "engine.no_node_timeout": 0,
-    "cluster.local.threads": 1,
     "cluster.local.ready_timeout": 0,
     "model.max_tokens": 1,
 }
-_NON_NEGATIVE = ("engine.backoff_initial", "engine.backoff_max", "cluster.local.nodes")
+_NON_NEGATIVE = (
+    "engine.backoff_initial",
+    "engine.backoff_max",
+    "engine.busy_retries",  # 0: a busy answer counts as a node failure at once
+    "cluster.local.nodes",  # 0: one per core
+    "cluster.local.threads",  # 0: the cores shared among the nodes
+    "cluster.local.parallel",  # 0: the node's own default
+)
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:

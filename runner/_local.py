@@ -1,7 +1,8 @@
 """The local cluster: inference servers the runner starts on loopback and always stops.
 
 :func:`local_cluster` starts ``nodes`` server processes (our TextSynth-compatible node,
-``python -m runner.node``, or llama-cpp-python's OpenAI-compatible server), each on a free
+``python -m runner.node``, or llama.cpp's own OpenAI-compatible server,
+``python -m runner.node.llama_server``), each on a free
 127.0.0.1 port, waits until every one answers its readiness URL, yields them, and stops them
 on the way out: SIGTERM, then SIGKILL after a grace period. That holds after a normal exit,
 an exception or a KeyboardInterrupt. On Linux the children also get SIGKILL from the kernel
@@ -36,7 +37,8 @@ STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 POLL_INTERVAL = 0.1
 BIND_ATTEMPTS = 3  # restarts of a node whose port was taken between choosing and binding
 KEY_VARIABLE = "RUNNER_NODE_API_KEY"
-# Variables llama_cpp.server reads as settings: never inherit them from the runner.
+# Never inherit the runner's key variable (or settings an older server read from the
+# environment) into a node.
 SCRUBBED_ENV = ("HOST", "PORT", "CONFIG_FILE", "API_KEY", KEY_VARIABLE)
 PR_SET_PDEATHSIG = 1
 
@@ -74,7 +76,8 @@ class LocalNode:
 def local_cluster(
     *,
     nodes: int = 0,
-    threads: int = 1,
+    threads: int = 0,
+    parallel: int = 0,
     server: str = "textsynth",
     model_path: str | None = None,
     engine: str = "smollm2",
@@ -88,9 +91,10 @@ def local_cluster(
         nodes: how many server processes; 0 means one per CPU core. Keep
             ``nodes × threads`` at or below the number of cores: on CPU that is the fastest
             layout, oversubscribing is several times slower.
-        threads: llama.cpp threads per process.
+        threads: llama.cpp threads per process; 0 means the cores divided among the nodes.
+        parallel: sequences each process decodes at once; 0 means the node's default.
         server: ``textsynth`` (``python -m runner.node``, the TextSynth API) or ``openai``
-            (``python -m llama_cpp.server``, the OpenAI API).
+            (``python -m runner.node.llama_server``, llama.cpp's OpenAI API).
         model_path: a GGUF file; None means the packaged SmolLM2-135M-Instruct.
         engine: the engine id (TextSynth URL path) or model alias (OpenAI ``model``).
         api_key: a Bearer key the servers require, or None. It reaches the children through
@@ -107,7 +111,10 @@ def local_cluster(
             not become ready in time (the message quotes the end of its log). Every server
             started so far is stopped first.
     """
-    count = _check_arguments(nodes=nodes, threads=threads, server=server, engine=engine)
+    count = _check_arguments(
+        nodes=nodes, threads=threads, parallel=parallel, server=server, engine=engine
+    )
+    threads = threads or max(1, (os.cpu_count() or 1) // count)
     model = _model_file(model_path)
     with _log_folder(log_dir) as folder:
         processes: list[subprocess.Popen[bytes]] = []
@@ -119,6 +126,7 @@ def local_cluster(
                     model=model,
                     engine=engine,
                     threads=threads,
+                    parallel=parallel,
                     api_key=api_key,
                     folder=folder,
                     track=processes.append,
@@ -143,6 +151,7 @@ class _Starter:
         model: Path,
         engine: str,
         threads: int,
+        parallel: int,
         api_key: str | None,
         folder: Path,
         track: Callable[[subprocess.Popen[bytes]], None],
@@ -152,6 +161,7 @@ class _Starter:
         self.model = model
         self.engine = engine
         self.threads = threads
+        self.parallel = parallel
         self.api_key = api_key
         self.log_path = folder / f"{self.name}.log"
         self.cfg_path = folder / f"{self.name}.cfg"
@@ -195,12 +205,14 @@ class _Starter:
         self.track(self.process)
 
     def _textsynth_argv(self, env: dict[str, str]) -> list[str]:
-        cfg = {
+        cfg: dict[str, object] = {
             "models": [{"name": self.engine, "filename": str(self.model)}],
             "local_port": self.port,
             "bind_addr": "127.0.0.1",
             "n_threads": self.threads,
         }
+        if self.parallel:
+            cfg["n_parallel"] = self.parallel
         self.cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         argv = [sys.executable, "-m", "runner.node", str(self.cfg_path)]
         if self.api_key is not None:
@@ -209,20 +221,20 @@ class _Starter:
         return argv
 
     def _openai_argv(self, env: dict[str, str]) -> list[str]:
-        if self.api_key is not None:
-            env["API_KEY"] = self.api_key  # read by llama_cpp.server's settings
-        threads = str(self.threads)
-        return [
-            sys.executable, "-m", "llama_cpp.server",
+        argv = [
+            sys.executable, "-m", "runner.node.llama_server",
             "--model", str(self.model),
-            "--model_alias", self.engine,
+            "--alias", self.engine,
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--n_threads", threads,
-            "--n_threads_batch", threads,
-            "--interrupt_requests", "False",
-            "--verbose", "False",
+            "--threads", str(self.threads),
         ]  # fmt: skip
+        if self.parallel:
+            argv += ["--parallel", str(self.parallel)]
+        if self.api_key is not None:
+            env[KEY_VARIABLE] = self.api_key
+            argv += ["--api-key-env", KEY_VARIABLE]
+        return argv
 
     def log_tail(self, lines: int = 3) -> str:
         """The gist of the end of this attempt's log, on one line."""
@@ -318,15 +330,21 @@ def _free_port() -> int:
         return port
 
 
-def _check_arguments(*, nodes: int, threads: int, server: str, engine: str) -> int:
+def _check_arguments(*, nodes: int, threads: int, parallel: int, server: str, engine: str) -> int:
     if server not in SERVERS:
         raise ConfigError(
             f"cluster.local.server: expected one of {', '.join(SERVERS)}, got {server!r}"
         )
     if nodes < 0:
         raise ConfigError(f"cluster.local.nodes: expected 0 (one per core) or more, got {nodes}")
-    if threads < 1:
-        raise ConfigError(f"cluster.local.threads: expected 1 or more, got {threads}")
+    if threads < 0:
+        raise ConfigError(
+            f"cluster.local.threads: expected 0 (share the cores) or more, got {threads}"
+        )
+    if parallel < 0:
+        raise ConfigError(
+            f"cluster.local.parallel: expected 0 (the node's default) or more, got {parallel}"
+        )
     if not engine:
         raise ConfigError("cluster.local: the engine name must not be empty")
     return nodes or os.cpu_count() or 1

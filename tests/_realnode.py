@@ -5,7 +5,7 @@ Import the fixtures into a ``conftest.py`` to use them elsewhere::
     from tests._realnode import real_node  # noqa: F401  (a session-wide node)
 
 or start a node with its own configuration with :func:`running_node`. Tests using them should
-be marked ``@pytest.mark.model``. They skip when llama-cpp-python or the model is missing.
+be marked ``@pytest.mark.model``. They skip when xllamacpp or the model is missing.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ENGINE = "smollm2"
 KEY_VARIABLE = "TEST_NODE_API_KEY"
+REAL_NODE_SLOTS = 4
+"""Sequences the session-wide node decodes at once."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,8 @@ class RunningNode:
 
 def model_ready() -> str | None:
     """Why the real model cannot run here, or None when it can."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        return "llama-cpp-python is not installed (pip install -e '.[node]')"
+    if importlib.util.find_spec("xllamacpp") is None:
+        return "xllamacpp is not installed (pip install -e '.[node]')"
     from runner.node import default_model_path
 
     try:
@@ -162,5 +164,6 @@ def _wait_healthy(node: RunningNode, timeout: float) -> None:
 def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     """One node with the packaged SmolLM2 model, shared by the whole session (no API key,
     default queue, ``n_ctx`` 512 so that prompt truncation is cheap to reach)."""
-    with running_node(tmp_path_factory.mktemp("real_node"), n_ctx=512) as node:
+    folder = tmp_path_factory.mktemp("real_node")
+    with running_node(folder, n_ctx=512, n_parallel=REAL_NODE_SLOTS) as node:
         yield node

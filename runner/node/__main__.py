@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the node until it is stopped; return the exit status (see the module doc)."""
     parser = argparse.ArgumentParser(
         prog="python -m runner.node",
-        description="Serve the TextSynth REST API with llama.cpp models (see docs/node.md).",
+        description="Serve the TextSynth REST API with llama.cpp's server engine (docs/node.md).",
     )
     parser.add_argument("config", metavar="CONFIG", help="ts_server.cfg-format file (JSON5)")
     parser.add_argument(
@@ -61,14 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index, spec in enumerate(cfg.models):
         try:
             engines[spec.name] = Engine(
-                spec, n_threads=cfg.n_threads, n_ctx=cfg.n_ctx, max_queue=cfg.max_queue
+                spec,
+                n_threads=cfg.n_threads,
+                n_parallel=cfg.n_parallel,
+                n_ctx=cfg.n_ctx,
+                max_queue=cfg.max_queue,
             )
         except ValueError as exc:
             print(f"error: {cfg.source}: models[{index}].filename: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         if not engines[spec.name].has_chat_template:
             log.info("%s: the model file has no chat template; chat uses ChatML", spec.name)
-        log.info("%s: loaded %s", spec.name, spec.path)
+        log.info(
+            "%s: loaded %s (%d slots × %d tokens, %d threads)",
+            spec.name, spec.path, cfg.n_parallel, cfg.n_ctx, cfg.n_threads,
+        )  # fmt: skip
 
     try:
         sock = _listen(cfg.bind_addr, cfg.local_port)
@@ -109,6 +116,7 @@ def _setup_logging(cfg: NodeConfig) -> None:
         handlers=handlers,
         force=True,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the node's own loopback calls
 
 
 def _listen(address: str, port: int) -> socket.socket:

@@ -7,15 +7,15 @@ blank line), not Server-Sent Events.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -33,11 +33,13 @@ from ._api import (
     parse_logprob,
     parse_tokenize,
 )
-from ._engine import Engine, Outcome, Prompt, step
+from ._engine import Engine, EngineError, Outcome, Prompt
 
 log = logging.getLogger("runner.node")
 
 STREAM_MEDIA_TYPE = "application/json"
+RETRY_AFTER_S = 1
+"""What a 503 (every slot busy, the queue full) tells the client to wait, in seconds."""
 
 
 def create_app(
@@ -79,8 +81,9 @@ def create_app(
             {
                 "status": "ok",
                 "engines": list(engines),
-                "queue": sum(e.turns.waiting for e in engines.values()),
-                "busy": sum(e.turns.busy for e in engines.values()),
+                "slots": sum(e.n_parallel for e in engines.values()),
+                "busy": sum(e.slots.running for e in engines.values()),
+                "queue": sum(e.slots.waiting for e in engines.values()),
             }
         )
 
@@ -93,8 +96,9 @@ def create_app(
                         "id": name,
                         "n_ctx": e.limits.n_ctx,
                         "n_vocab": e.limits.n_vocab,
-                        "queue": e.turns.waiting,
-                        "busy": e.turns.busy,
+                        "slots": e.n_parallel,
+                        "busy": e.slots.running,
+                        "queue": e.slots.waiting,
                     }
                     for name, e in engines.items()
                 ]
@@ -104,28 +108,30 @@ def create_app(
     async def completions(request: Request) -> Response:
         engine, body = await engine_and_body(request)
         job = parse_completion(body, engine.limits)
-        prompt = await asyncio.to_thread(engine.completion_prompt, job)
+        engine.check_schema(job.sampling)
+        prompt = await engine.completion_prompt(job)
         return await _generation(engine, job, prompt, "completions")
 
     async def chat(request: Request) -> Response:
         engine, body = await engine_and_body(request)
         job = parse_chat(body, engine.limits)
-        prompt = await asyncio.to_thread(engine.chat_prompt, job)
+        engine.check_schema(job.sampling)
+        prompt = await engine.chat_prompt(job)
         return await _generation(engine, job, prompt, "chat")
 
     async def tokenize(request: Request) -> Response:
         engine, body = await engine_and_body(request)
         job = parse_tokenize(body)
-        return JSONResponse(await asyncio.to_thread(engine.tokenize, job))
+        return JSONResponse(await engine.tokenize(job))
 
     async def logprob(request: Request) -> Response:
         engine, body = await engine_and_body(request)
         job = parse_logprob(body)
-        turn = await engine.acquire()
+        admission = await engine.admit()
         try:
-            return JSONResponse(await engine.run(engine.logprob, job))
+            return JSONResponse(await engine.logprob(job))
         finally:
-            turn.release()
+            admission.release()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -133,7 +139,7 @@ def create_app(
             on_ready()
         yield
         for engine in engines.values():
-            engine.close()
+            await engine.aclose()
 
     prefix = "/v1/engines/{engine}"
     return Starlette(
@@ -147,6 +153,7 @@ def create_app(
         ],
         exception_handlers={
             ApiError: _api_error,
+            EngineError: _engine_error,
             HTTPException: _http_error,
             Exception: _internal_error,
         },
@@ -158,16 +165,15 @@ async def _generation(
     engine: Engine, job: CompletionRequest | ChatRequest, prompt: Prompt, kind: str
 ) -> Response:
     sampling = job.sampling
-    grammar = await asyncio.to_thread(engine.grammar, sampling)
     started = time.monotonic()
-    turn = await engine.acquire()
+    admission = await engine.admit(sampling.n)
     if sampling.stream:
-        steps = engine.generate(prompt, sampling, grammar)
-        return _stream(engine, turn.release, prompt, steps, f"{kind} stream", started)
+        pieces = engine.stream(prompt, sampling)
+        return _stream(engine, admission.release, prompt, pieces, f"{kind} stream", started)
     try:
-        outcomes = await engine.run(engine.complete, prompt, sampling, grammar)
+        outcomes = await engine.complete(prompt, sampling)
     finally:
-        turn.release()
+        admission.release()
     body = completion_body(prompt, outcomes, many=sampling.n > 1)
     _log_generation(engine.name, kind, body, started)
     return JSONResponse(body)
@@ -202,33 +208,30 @@ def _stream(
     engine: Engine,
     release: Callable[[], None],
     prompt: Prompt,
-    steps: Generator[str, None, Outcome],
+    pieces: AsyncIterator[str | Outcome],
     kind: str,
     started: float,
 ) -> Response:
-    """A streamed answer; holds the model's turn until the response ends, however it ends."""
+    """A streamed answer; holds its admission until the response ends, however it ends."""
 
     async def chunks() -> AsyncIterator[bytes]:
-        while True:
-            try:
-                done, value = await engine.run(step, steps)
-            except (RuntimeError, ValueError) as exc:  # llama.cpp failed mid-generation
-                log.exception("%s: generation failed", engine.name)
-                yield _frame({"error": f"generation failed: {exc}"})
-                return
-            if done:
-                assert isinstance(value, Outcome)
-                final = completion_body(prompt, [value], many=False)
-                _log_generation(engine.name, kind, final, started)
-                yield _frame(final | {"text": ""})
-                return
-            yield _frame({"text": value, "reached_end": False})
+        try:
+            async for piece in pieces:
+                if isinstance(piece, Outcome):
+                    final = completion_body(prompt, [piece], many=False)
+                    _log_generation(engine.name, kind, final, started)
+                    yield _frame(final | {"text": ""})
+                    return
+                yield _frame({"text": piece, "reached_end": False})
+        except (EngineError, ApiError, httpx.HTTPError) as exc:  # failed mid-generation
+            log.error("%s: generation failed: %s", engine.name, exc)
+            yield _frame({"error": f"generation failed: {exc}"})
+        finally:
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                await aclose()  # cancels the sequence when the client left early
 
-    def close() -> None:
-        engine.submit(steps.close)  # runs on the model's thread before the next request
-        release()
-
-    return _ClosingStream(chunks(), on_close=close, media_type=STREAM_MEDIA_TYPE)
+    return _ClosingStream(chunks(), on_close=release, media_type=STREAM_MEDIA_TYPE)
 
 
 class _ClosingStream(StreamingResponse):
@@ -281,7 +284,14 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+
+
+async def _engine_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return JSONResponse({"error": f"engine: {exc}"}, status_code=500)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

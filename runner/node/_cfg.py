@@ -8,9 +8,10 @@ See ``docs/node.md`` for every key.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,10 @@ ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 MODEL_KEYS = frozenset({"name", "filename"})
 
+DEFAULT_N_PARALLEL = 8
+"""Sequences per model when the file does not say: the best total throughput measured on a
+2-core machine with SmolLM2-135M (docs/node.md, "Choosing n_parallel")."""
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -60,9 +65,11 @@ class NodeConfig:
         models: the models to serve, each with its own llama.cpp instance.
         local_port: the TCP port to listen on (0: any free port).
         bind_addr: the address to listen on.
-        n_threads: llama.cpp threads per model.
-        n_ctx: context size in tokens (prompt + generated).
-        max_queue: requests allowed to wait per model while one runs; more get 503.
+        n_threads: llama.cpp threads per model; the machine's cores unless set.
+        n_parallel: sequences each model decodes at once (its slots).
+        n_ctx: context per sequence in tokens (prompt + generated).
+        max_queue: sequences allowed to wait per model while every slot is busy; more get
+            503 with ``Retry-After``.
         max_body_bytes: the largest request body accepted; larger get 413.
         log_filename: a file that receives the log lines too, or None.
         log_start: print ``Started.`` on stdout when ready.
@@ -73,7 +80,8 @@ class NodeConfig:
     models: tuple[ModelSpec, ...]
     local_port: int = 8080
     bind_addr: str = "127.0.0.1"
-    n_threads: int = 1
+    n_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    n_parallel: int = DEFAULT_N_PARALLEL
     n_ctx: int = 2048
     max_queue: int = 16
     max_body_bytes: int = 1 << 20
@@ -109,6 +117,7 @@ SCALAR_KEYS: dict[str, Callable[[Any], str | None]] = {
     "local_port": _integer(0, 65535),
     "bind_addr": _string,
     "n_threads": _integer(1, 1024),
+    "n_parallel": _integer(1, 256),
     "n_ctx": _integer(64, 1 << 20),
     "max_queue": _integer(0, 1 << 20),
     "max_body_bytes": _integer(1024, 1 << 30),

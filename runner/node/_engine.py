@@ -1,34 +1,37 @@
-"""One model: a llama.cpp instance, the single thread that runs it, and its queue.
+"""One model: llama.cpp's own server engine (``xllamacpp``), driven over loopback.
 
-A llama.cpp context holds one conversation's state, so it serves one request at a time. Every
-call that touches the context (generation, logprob) runs on the model's own worker thread,
-one after another, and only while the request holds the model's :class:`~._queue.Turn`.
-Work that only reads the vocabulary (tokenizing, chat templating, compiling a grammar) is
-thread-safe and runs before the request queues, so a bad request fails without waiting.
+``xllamacpp.Server`` loads the model in this process and runs llama.cpp's C++ server loop:
+``n_parallel`` sequences decoded together in one batch (continuous batching), each with
+its own slot of ``n_ctx`` tokens. It also listens on a private 127.0.0.1 port with
+llama-server's native endpoints, guarded by a random key that never leaves the process.
+:class:`Engine` speaks to that port: ``/tokenize`` and ``/apply-template`` to build the
+prompt (so truncation and token counts are exact), ``/completion`` to generate (streamed or
+whole, one request per sequence). Closing a streamed HTTP exchange cancels its sequence.
 
-llama-cpp-python's own ``create_completion`` is not used: the node needs prompt truncation,
-stop strings that never leak into a stream, and exact token counts, so it drives
-``Llama.generate`` itself.
+TextSynth's ``logprob`` needs the probability of given tokens. llama-server has no prompt
+log-probabilities, so the continuation is *generated* under a grammar that allows exactly
+its tokens (``<[id]>`` terminals), and each step reports the log-probability of the token
+under the model's raw next-token distribution (``n_probs``; ``post_sampling_probs`` off):
+the same quantity a full evaluation gives, checked against fixtures recorded with the
+previous node (``tests/node/fixtures/logprob.json``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
+import logging
 import secrets
-import threading
-from collections.abc import Callable, Generator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import llama_cpp
-import numpy as np
-import numpy.typing as npt
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+import httpx
+import jsonschema
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 
 from ._api import (
     ApiError,
@@ -40,18 +43,12 @@ from ._api import (
     TokenizeRequest,
 )
 from ._cfg import ModelSpec
-from ._queue import QueueFull, Turn, Turns
-from ._text import TextAssembler
+from ._slots import Admission, Slots
 
-T = TypeVar("T")
+log = logging.getLogger("runner.node")
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-"""The chat template used when a model file carries none."""
-
-GRAMMAR_CACHE_SIZE = 32
+TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=600.0)
+"""Loopback to our own engine: a long read allows for a queued request."""
 
 
 @dataclass(frozen=True)
@@ -82,285 +79,373 @@ class Outcome:
     finish_reason: str
 
 
+class EngineError(Exception):
+    """llama.cpp's server failed a request we built (not the caller's fault)."""
+
+
 class Engine:
     """One model served under the engine id ``spec.name``.
 
     Args:
         spec: the model's name and GGUF file.
-        n_threads: llama.cpp threads.
-        n_ctx: context size in tokens.
-        max_queue: requests that may wait while one runs.
+        n_threads: llama.cpp threads (generation and prompt processing).
+        n_parallel: sequences decoded at once (slots).
+        n_ctx: context per sequence in tokens (the model's context is ``n_ctx × n_parallel``).
+        max_queue: requests that may wait while every slot is busy; more get 503.
 
     Raises:
         ValueError: llama.cpp could not load the file.
     """
 
-    def __init__(self, spec: ModelSpec, *, n_threads: int, n_ctx: int, max_queue: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, *, n_threads: int, n_parallel: int, n_ctx: int, max_queue: int
+    ) -> None:
+        import xllamacpp  # the node extra; imported here so the config works without it
+
         self.name = spec.name
-        self._llama = llama_cpp.Llama(
-            model_path=str(spec.path),
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            n_ctx=n_ctx,
-            verbose=False,
-        )
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
-        self.limits = Limits(n_ctx=self._llama.n_ctx(), n_vocab=self._llama.n_vocab())
-        self.turns = Turns(max_queue)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{spec.name}")
-        self._bos = self._llama.tokenize(b"", add_bos=True)  # [] when the model adds no BOS
-        self.has_chat_template = bool(self._llama.metadata.get("tokenizer.chat_template"))
-        self._chat = _chat_formatter(self._llama, self._vocab)
-        self._grammars: dict[str, LlamaGrammar] = {}
-        self._grammars_lock = threading.Lock()
-
-    # --- on the event loop
-
-    async def acquire(self) -> Turn:
-        """Wait for this model; raises ApiError 503 when its queue is full."""
+        self.slots = Slots(n_parallel, max_queue)
+        self._key = secrets.token_urlsafe(24)
+        params = xllamacpp.CommonParams()
+        params.model.path = str(spec.path)
+        params.n_parallel = n_parallel
+        params.n_ctx = n_ctx * n_parallel
+        params.cpuparams.n_threads = n_threads
+        params.cpuparams_batch.n_threads = n_threads
+        params.api_keys = [self._key]
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0  # any free port, on loopback only
+        params.ui = False
+        # Flash attention changes the numerics enough to move log-probabilities by up to
+        # 0.1 per token against a plain evaluation; TextSynth's logprob must stay exact.
+        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.verbosity = -1  # llama.cpp's per-request lines would drown the node's log
         try:
-            return await self.turns.acquire()
-        except QueueFull as exc:
+            self._server = xllamacpp.Server(params)
+        except Exception as exc:  # the binding raises RuntimeError/ValueError on a bad file
+            raise ValueError(f"llama.cpp cannot load {spec.path}: {exc}") from exc
+        self.url = str(self._server.listening_address)
+        headers = {"Authorization": f"Bearer {self._key}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30, trust_env=False) as c:
+            meta = c.get("/v1/models").raise_for_status().json()["data"][0]["meta"]
+            props = c.get("/props").raise_for_status().json()
+            bos = c.post("/tokenize", json={"content": "", "add_special": True}).json()["tokens"]
+            eos = c.post(
+                "/tokenize", json={"content": props.get("eos_token", ""), "parse_special": True}
+            ).json()["tokens"]
+            plain = c.post("/tokenize", json={"content": "a"}).json()["tokens"]
+        self.limits = Limits(n_ctx=n_ctx, n_vocab=int(meta["n_vocab"]))
+        self.has_chat_template = bool(props.get("chat_template"))
+        self._bos: list[int] = bos  # [] when the model adds no BOS token
+        self._empty = bos or eos[-1:] or [0]  # what an empty prompt becomes
+        self._plain_token: int = plain[0]  # a one-character token (see _distribution_step)
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=TIMEOUT,
+            trust_env=False,  # a proxy in the environment must never see this traffic
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        self._schemas: dict[str, None] = {}
+
+    @property
+    def n_parallel(self) -> int:
+        """Sequences decoded at once."""
+        return self.slots.size
+
+    async def admit(self, sequences: int = 1) -> Admission:
+        """Reserve room for ``sequences``; raises ApiError 503 when the queue is full."""
+        admission = self.slots.admit(sequences)
+        if admission is None:
             raise ApiError(
-                503, f"engine {self.name!r}: busy and {exc}; retry later (max_queue)"
-            ) from exc
+                503,
+                f"engine {self.name!r}: busy ({self.slots.running} running, "
+                f"{self.slots.waiting} waiting, max_queue {self.slots.max_queue}); retry later",
+            )
+        return admission
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the model's thread (call only while holding a turn)."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+    async def aclose(self) -> None:
+        """Close the loopback client; the model is freed with the process."""
+        await self._http.aclose()
 
-    def submit(self, fn: Callable[[], object]) -> None:
-        """Queue ``fn`` on the model's thread without waiting: it runs before anything
-        queued later, so clean-up submitted before releasing a turn happens before the
-        next request's work. After :meth:`close` there is nothing left to clean up."""
-        with contextlib.suppress(RuntimeError):  # "cannot schedule new futures after shutdown"
-            self._thread.submit(fn)
+    # --- building the prompt
 
-    def close(self) -> None:
-        """Drop queued work, wait for the running call, free the model."""
-        self._thread.shutdown(wait=True, cancel_futures=True)
-        self._llama.close()
-
-    # --- thread-safe preparation (reads only the vocabulary)
-
-    def completion_prompt(self, request: CompletionRequest) -> Prompt:
+    async def completion_prompt(self, request: CompletionRequest) -> Prompt:
         """Tokenize a completions prompt, dropping its beginning if it does not fit."""
-        tokens = self._llama.tokenize(request.prompt.encode(), add_bos=True, special=False)
+        tokens = await self._tokenize(request.prompt, special=True, parse_special=False)
         return self._fit(tokens, room=self.limits.n_ctx - request.sampling.max_tokens)
 
-    def chat_prompt(self, request: ChatRequest) -> Prompt:
+    async def chat_prompt(self, request: ChatRequest) -> Prompt:
         """Apply the model's chat template and tokenize, dropping the beginning if needed."""
         messages: list[dict[str, str]] = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
         for index, content in enumerate(request.messages):
             messages.append({"role": "assistant" if index % 2 else "user", "content": content})
-        try:
-            text = self._chat(messages=messages).prompt  # type: ignore[arg-type]
-        except Exception as exc:  # a template may raise anything; it is the caller's input
-            raise ApiError(400, f"messages: the chat template refused them: {exc}") from exc
-        tokens = self._llama.tokenize(text.encode(), add_bos=False, special=True)
+        answer = await self._http.post("/apply-template", json={"messages": messages})
+        if answer.status_code != 200:
+            raise ApiError(400, f"messages: the chat template refused them: {_message(answer)}")
+        text = answer.json()["prompt"]
+        tokens = await self._tokenize(text, special=False, parse_special=True)
         return self._fit(tokens, room=self.limits.n_ctx - request.sampling.max_tokens)
 
-    def grammar(self, sampling: Sampling) -> LlamaGrammar | None:
-        """The grammar that constrains decoding (from ``schema`` or ``grammar``), if any.
+    def check_schema(self, sampling: Sampling) -> None:
+        """Refuse a ``schema`` that is not a JSON Schema or has a ``$ref`` that goes nowhere.
+
+        (llama.cpp's converter turns an unresolvable reference into no constraint at all.)
 
         Raises:
-            ApiError: 400 when the schema cannot be converted or the grammar does not parse.
+            ApiError: 400 naming the problem.
         """
-        if sampling.schema is not None:
-            field, key = "schema", "schema:" + json.dumps(sampling.schema, sort_keys=True)
-        elif sampling.grammar is not None:
-            field, key = "grammar", "grammar:" + sampling.grammar
-        else:
-            return None
-        with self._grammars_lock:
-            cached = self._grammars.get(key)
-        if cached is not None:
-            return cached
-        if sampling.schema is not None:
+        if sampling.schema is None:
+            return
+        key = json.dumps(sampling.schema, sort_keys=True)
+        if key in self._schemas:
+            return
+        schema = sampling.schema
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ApiError(400, f"schema: not a valid JSON Schema: {exc.message}") from exc
+        resource = referencing.jsonschema.specification_with(
+            str(schema.get("$schema", "")), default=referencing.jsonschema.DRAFT202012
+        ).create_resource(schema)
+        resolver = referencing.Registry().with_resource("", resource).resolver()
+        for ref in _refs(schema):
             try:
-                gbnf = json_schema_to_gbnf(json.dumps(sampling.schema))
-            except Exception as exc:  # the converter raises many types on bad schemas
-                raise ApiError(400, f"schema: cannot be turned into a grammar: {exc}") from exc
-        else:
-            gbnf = key.removeprefix("grammar:")
-        grammar = LlamaGrammar.from_string(gbnf, verbose=False)
-        # llama.cpp crashes on a grammar it cannot parse, so try it on its own first.
-        sampler = llama_cpp.llama_sampler_init_grammar(
-            self._vocab, grammar._grammar.encode(), grammar._root.encode()
-        )
-        if not sampler:
-            raise ApiError(400, f"{field}: llama.cpp cannot parse the grammar")
-        llama_cpp.llama_sampler_free(sampler)
-        with self._grammars_lock:
-            if len(self._grammars) >= GRAMMAR_CACHE_SIZE:
-                self._grammars.pop(next(iter(self._grammars)))
-            self._grammars[key] = grammar
-        return grammar
+                resolver.lookup(ref)
+            except referencing.exceptions.Unresolvable as exc:
+                raise ApiError(400, f"schema: $ref {ref!r} does not resolve") from exc
+        if len(self._schemas) >= 64:
+            self._schemas.pop(next(iter(self._schemas)))
+        self._schemas[key] = None
 
-    def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
-        """The ``tokenize`` answer: token ids, and each token's bytes in base64 if asked."""
-        tokens = self._llama.tokenize(request.text.encode(), add_bos=False, special=False)
-        body: dict[str, Any] = {"tokens": tokens}
-        if request.base64:
-            body["token_content"] = [
-                base64.b64encode(self._llama.detokenize([t], special=True)).decode() for t in tokens
-            ]
+    # --- generation
+
+    async def complete(self, prompt: Prompt, sampling: Sampling) -> list[Outcome]:
+        """Generate ``sampling.n`` completions, decoded side by side in the slots."""
+        bodies = [self._body(prompt, sampling, index) for index in range(sampling.n)]
+        answers = await asyncio.gather(*(self._post("/completion", b) for b in bodies))
+        return [_outcome(answer) for answer in answers]
+
+    async def stream(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str | Outcome]:
+        """Generate one completion: yields text pieces as they become final, then the
+        :class:`Outcome`. Closing the iterator early cancels the sequence."""
+        body = self._body(prompt, sampling, 0) | {"stream": True}
+        async with self._http.stream("POST", "/completion", json=body) as answer:
+            if answer.status_code != 200:
+                await answer.aread()
+                raise _failure(answer)
+            async for line in answer.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    raise EngineError(f"generation failed: {_error_text(chunk)}")
+                if chunk.get("stop"):
+                    if chunk.get("content"):
+                        yield chunk["content"]
+                    yield _outcome(chunk)
+                    return
+                if chunk.get("content"):
+                    yield chunk["content"]
+        raise EngineError("generation ended without its final chunk")
+
+    def _body(self, prompt: Prompt, sampling: Sampling, index: int) -> dict[str, Any]:
+        seed = (sampling.seed + index) % 2**31 if sampling.seed else secrets.randbelow(2**31)
+        body: dict[str, Any] = {
+            "prompt": prompt.tokens,
+            "n_predict": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_k": sampling.top_k,
+            "top_p": sampling.top_p,
+            "min_p": 0.0,
+            "typical_p": sampling.typical_p,
+            "repeat_penalty": sampling.repetition_penalty,
+            "presence_penalty": sampling.presence_penalty,
+            "frequency_penalty": sampling.frequency_penalty,
+            "seed": seed,
+            "stop": list(sampling.stop),
+            "cache_prompt": True,
+        }
+        if sampling.logit_bias:
+            body["logit_bias"] = [[token, bias] for token, bias in sampling.logit_bias.items()]
+        if sampling.schema is not None:
+            body["json_schema"] = sampling.schema
+        elif sampling.grammar is not None:
+            body["grammar"] = sampling.grammar
         return body
 
-    # --- on the model's thread, holding a turn
+    # --- tokenize and logprob
 
-    def generate(
-        self, prompt: Prompt, sampling: Sampling, grammar: LlamaGrammar | None, index: int = 0
-    ) -> Generator[str, None, Outcome]:
-        """Generate one completion; yields text pieces as they become final.
+    async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
+        """The ``tokenize`` answer: token ids, and each token's bytes in base64 if asked."""
+        body = {"content": request.text, "add_special": False, "parse_special": False}
+        if not request.base64:
+            answer = await self._post("/tokenize", body)
+            return {"tokens": answer["tokens"]}
+        answer = await self._post("/tokenize", body | {"with_pieces": True})
+        pieces = answer["tokens"]
+        return {
+            "tokens": [p["id"] for p in pieces],
+            "token_content": [base64.b64encode(_piece_bytes(p["piece"])).decode() for p in pieces],
+        }
 
-        With a seed, the whole prompt is evaluated afresh: reusing a cached prefix changes
-        how the prompt is batched, which can change the logits slightly and so the text.
-        """
-        llama = self._llama
-        if sampling.seed:
-            llama.reset()
-            seed = (sampling.seed + index) % 2**31
-        else:
-            seed = secrets.randbelow(2**31 - 1) + 1
-        llama.set_seed(seed)
-        text = TextAssembler(sampling.stop)
-        count, finish = 0, "length"
-        tokens = llama.generate(
-            prompt.tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=0.0,
-            typical_p=sampling.typical_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repetition_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
-            logits_processor=_logit_bias(sampling.logit_bias),
-            grammar=grammar,
-        )
-        try:
-            for token in tokens:
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
-                    break
-                count += 1
-                piece = text.push(llama.detokenize([token]))
-                if piece:
-                    yield piece
-                if text.stopped:
-                    finish = "stop"
-                    break
-                if count >= sampling.max_tokens:
-                    break
-        finally:
-            tokens.close()
-        rest = text.finish()
-        if rest:
-            yield rest
-        return Outcome(text=text.text, output_tokens=count, finish_reason=finish)
-
-    def complete(
-        self, prompt: Prompt, sampling: Sampling, grammar: LlamaGrammar | None
-    ) -> list[Outcome]:
-        """Generate ``sampling.n`` completions one after another."""
-        return [drain(self.generate(prompt, sampling, grammar, i)) for i in range(sampling.n)]
-
-    def logprob(self, request: LogprobRequest) -> dict[str, Any]:
-        """The ``logprob`` answer: the continuation's log-probability given the context.
-
-        Evaluates the context, then the continuation one token at a time, reading the
-        next-token distribution before each continuation token.
-        """
-        llama = self._llama
-        continuation = llama.tokenize(request.continuation.encode(), add_bos=False)
+    async def logprob(self, request: LogprobRequest) -> dict[str, Any]:
+        """The ``logprob`` answer: the continuation's log-probability given the context."""
+        pieces = (
+            await self._post(
+                "/tokenize",
+                {"content": request.continuation, "add_special": False, "with_pieces": True},
+            )
+        )["tokens"]
+        continuation = [piece["id"] for piece in pieces]
+        if not continuation:
+            raise ApiError(400, "continuation: has no tokens")
         if len(continuation) >= self.limits.n_ctx:
             raise ApiError(400, f"continuation: longer than the context ({self.limits.n_ctx})")
-        context = llama.tokenize(request.context.encode(), add_bos=True)
+        context = await self._tokenize(request.context, special=True)
         prompt = self._fit(context, room=self.limits.n_ctx - len(continuation))
-        llama.reset()
-        llama.eval(prompt.tokens)
-        total, greedy = 0.0, True
-        for position, token in enumerate(continuation):
-            logits = np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(self.limits.n_vocab,)
-            )
-            total += log_softmax_at(logits, token)
-            greedy = greedy and int(np.argmax(logits)) == token
-            if position + 1 < len(continuation):
-                llama.eval([token])
+        if all(isinstance(piece["piece"], str) for piece in pieces):
+            steps = await self._forced_steps(prompt.tokens, continuation)
+        else:
+            # llama.cpp's grammar rejects every token after one that is only part of a
+            # UTF-8 character, and reports no probability for such a token: score token by
+            # token, reading a partial token's log-probability from the whole distribution.
+            steps = []
+            for index, piece in enumerate(pieces):
+                prefix = prompt.tokens + continuation[:index]
+                if isinstance(piece["piece"], str):
+                    steps += await self._forced_steps(prefix, [piece["id"]])
+                else:
+                    steps.append(await self._distribution_step(prefix, piece["id"]))
         return {
-            "logprob": total,
+            "logprob": sum(logprob for logprob, _ in steps),
             "num_tokens": len(continuation),
-            "is_greedy": greedy,
+            "is_greedy": all(greedy for _, greedy in steps),
             "input_tokens": len(prompt.tokens) + len(continuation),
         }
 
+    async def _forced_steps(self, prompt: list[int], tokens: list[int]) -> list[tuple[float, bool]]:
+        """Generate exactly ``tokens`` after ``prompt`` (a grammar of token terminals) and
+        return each one's log-probability and whether it was the most likely token."""
+        body = {
+            "prompt": prompt,
+            "n_predict": len(tokens),
+            "grammar": "root ::= " + " ".join(f"<[{token}]>" for token in tokens),
+            "temperature": 0.0,
+            "samplers": ["temperature"],
+            "n_probs": 1,
+            "post_sampling_probs": False,  # the model's own distribution, not the sampler's
+            "ignore_eos": True,
+            "cache_prompt": True,
+        }
+        steps = (await self._post("/completion", body)).get("completion_probabilities") or []
+        if [step.get("id") for step in steps] != tokens:
+            raise EngineError(f"logprob: the engine scored {len(steps)} of {len(tokens)} tokens")
+        return [(float(s["logprob"]), s["top_logprobs"][0]["id"] == s["id"]) for s in steps]
+
+    async def _distribution_step(self, prompt: list[int], token: int) -> tuple[float, bool]:
+        """The log-probability of ``token`` after ``prompt`` from the whole next-token
+        distribution (a plain one-character token is generated to carry it)."""
+        body = {
+            "prompt": prompt,
+            "n_predict": 1,
+            "logit_bias": [[self._plain_token, 100.0]],
+            "temperature": 0.0,
+            "samplers": ["logit_bias", "temperature"],
+            "n_probs": self.limits.n_vocab,
+            "post_sampling_probs": False,
+            "ignore_eos": True,
+            "cache_prompt": True,
+        }
+        steps = (await self._post("/completion", body)).get("completion_probabilities") or []
+        if len(steps) != 1:
+            raise EngineError("logprob: the engine returned no distribution")
+        ranked = steps[0]["top_logprobs"]
+        for entry in ranked:
+            if entry["id"] == token:
+                return float(entry["logprob"]), ranked[0]["id"] == token
+        raise EngineError(f"logprob: token {token} missing from the distribution")
+
     # --- helpers
+
+    async def _tokenize(
+        self, text: str, *, special: bool, parse_special: bool = False
+    ) -> list[int]:
+        body = {"content": text, "add_special": special, "parse_special": parse_special}
+        tokens: list[int] = (await self._post("/tokenize", body))["tokens"]
+        return tokens
+
+    async def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        answer = await self._http.post(path, json=body)
+        if answer.status_code != 200:
+            raise _failure(answer)
+        result: dict[str, Any] = answer.json()
+        return result
 
     def _fit(self, tokens: list[int], *, room: int) -> Prompt:
         """Keep the last ``room`` tokens (and the BOS token, if the model uses one)."""
         if not tokens:
-            tokens = self._bos or [self._llama.token_eos()]
+            tokens = list(self._empty)
         if len(tokens) <= room:
             return Prompt(tokens)
         head = self._bos if tokens[: len(self._bos)] == self._bos else []
         return Prompt(head + tokens[len(tokens) - (room - len(head)) :], truncated=True)
 
 
-def drain(steps: Generator[str, None, T]) -> T:
-    """Run a generator to its end and return its return value."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
-
-
-def step(steps: Generator[str, None, T]) -> tuple[bool, str | T]:
-    """Advance a generator once: ``(False, piece)`` or, at its end, ``(True, value)``.
-
-    (A ``StopIteration`` cannot cross an executor future, hence this wrapper.)
-    """
-    try:
-        return False, next(steps)
-    except StopIteration as stop:
-        return True, stop.value
-
-
-def log_softmax_at(logits: npt.NDArray[np.float32], token: int) -> float:
-    """``log(softmax(logits)[token])``, computed stably in float64."""
-    values = logits.astype(np.float64)
-    top = float(values.max())
-    return float(values[token] - top - np.log(np.exp(values - top).sum()))
-
-
-def _logit_bias(bias: Mapping[int, float]) -> llama_cpp.LogitsProcessorList | None:
-    if not bias:
-        return None
-    ids = np.fromiter(bias.keys(), dtype=np.intc, count=len(bias))
-    values = np.fromiter(bias.values(), dtype=np.single, count=len(bias))
-
-    def add_bias(
-        _input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
-    ) -> npt.NDArray[np.single]:
-        biased = scores.copy()
-        biased[ids] += values
-        return biased
-
-    return llama_cpp.LogitsProcessorList([add_bias])
-
-
-def _chat_formatter(llama: llama_cpp.Llama, vocab: Any) -> Jinja2ChatFormatter:
-    def token_text(token: int) -> str:
-        return llama_cpp.llama_vocab_get_text(vocab, token).decode() if token >= 0 else ""
-
-    eos, bos = llama.token_eos(), llama.token_bos()
-    return Jinja2ChatFormatter(
-        template=llama.metadata.get("tokenizer.chat_template") or CHATML,
-        eos_token=token_text(eos),
-        bos_token=token_text(bos),
-        stop_token_ids=[eos],
+def _outcome(answer: Mapping[str, Any]) -> Outcome:
+    """An Outcome from llama-server's final ``/completion`` object."""
+    stop_type = answer.get("stop_type", "")
+    count = int(answer.get("tokens_predicted", 0))
+    if stop_type == "eos":
+        count -= 1  # llama.cpp counts the end-of-generation token; TextSynth does not
+    return Outcome(
+        text=str(answer.get("content", "")),
+        output_tokens=max(0, count),
+        finish_reason="length" if stop_type == "limit" else "stop",
     )
+
+
+def _failure(answer: httpx.Response) -> Exception:
+    """A non-200 answer of the engine: the caller's fault (4xx) or ours."""
+    message = _message(answer)
+    if 400 <= answer.status_code < 500:
+        field = "grammar" if "grammar" in message else "request"
+        return ApiError(400, f"{field}: llama.cpp refused it: {message}")
+    return EngineError(f"llama.cpp answered {answer.status_code}: {message}")
+
+
+def _message(answer: httpx.Response) -> str:
+    try:
+        return _error_text(answer.json())
+    except ValueError:
+        return answer.text[:200]
+
+
+def _error_text(body: Any) -> str:
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        error = error.get("message", error)
+    return " ".join(str(error).split())[:300]
+
+
+def _piece_bytes(piece: str | list[int]) -> bytes:
+    """A token's bytes: llama-server gives a string, or a list of bytes when the token
+    is not valid UTF-8 on its own (part of a multi-byte character)."""
+    return piece.encode() if isinstance(piece, str) else bytes(piece)
+
+
+def _refs(schema: Any) -> list[str]:
+    """Every ``$ref`` string in a schema, in document order."""
+    found: list[str] = []
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                found.append(ref)
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+    return found

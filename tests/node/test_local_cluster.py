@@ -51,7 +51,8 @@ def needs_model() -> None:
     [
         ({"server": "vllm"}, "cluster.local.server: expected one of textsynth, openai"),
         ({"nodes": -1}, "cluster.local.nodes: expected 0 (one per core) or more, got -1"),
-        ({"threads": 0}, "cluster.local.threads: expected 1 or more, got 0"),
+        ({"threads": -1}, "cluster.local.threads: expected 0 (share the cores) or more, got -1"),
+        ({"parallel": -1}, "cluster.local.parallel: expected 0 (the node's default) or more"),
         ({"model_path": "/nonexistent/m.gguf"}, "cluster.local.model_path: no such file"),
     ],
 )
@@ -74,8 +75,8 @@ def test_an_unusable_log_dir_is_a_config_error(tmp_path: Path) -> None:
 
 def test_zero_nodes_means_one_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 6)
-    assert _check_arguments(nodes=0, threads=1, server="textsynth", engine="e") == 6
-    assert _check_arguments(nodes=3, threads=2, server="openai", engine="e") == 3
+    assert _check_arguments(nodes=0, threads=1, parallel=0, server="textsynth", engine="e") == 6
+    assert _check_arguments(nodes=3, threads=2, parallel=4, server="openai", engine="e") == 3
 
 
 @pytest.mark.model

@@ -85,7 +85,7 @@ def test_an_unset_api_key_variable_exits_2(folder: Path) -> None:
     )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs llama_cpp")
+@pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None, reason="needs xllamacpp")
 def test_a_file_llama_cpp_cannot_load_exits_2_with_one_line(folder: Path) -> None:
     (folder / "junk.gguf").write_text("not a model")
     path = write_cfg(folder, '{models: [{name: "a", filename: "junk.gguf"}]}')

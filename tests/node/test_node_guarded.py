@@ -1,4 +1,5 @@
-"""A real node with an API key and a queue of one: 401 without the key, 503 when full."""
+"""A real node with an API key, one slot and a queue of one: 401 without the key, 503 with
+Retry-After when full."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ KEY = "s3cret-key-for-tests"
 
 @pytest.fixture(scope="module")
 def guarded_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
-    with running_node(tmp_path_factory.mktemp("guarded"), api_key=KEY, max_queue=1) as node:
+    with running_node(
+        tmp_path_factory.mktemp("guarded"), api_key=KEY, n_parallel=1, max_queue=1
+    ) as node:
         yield node
 
 
@@ -85,5 +88,6 @@ async def test_a_full_queue_is_a_503_and_the_queued_request_still_runs(
             refused = await client.post(node.endpoint("completions"), json={"prompt": "Hi"})
             assert refused.status_code == 503
             assert "busy" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "1"
             holder.cancel()  # the client leaves the stream: the queued request gets the model
     assert results == {"queued": 200}
