@@ -28,6 +28,11 @@ _cluster = {
     # "model_local": "~/artifacts/llama2_13B_chat_q4.bin",
     # --- who may connect to the nodes' port (default: this machine, as each host sees it).
     # "allowed_clients": ["198.51.100.7", "10.0.0.0/24"],
+    # --- the open node (deploy/open_node.py) instead: no checksums needed, and its own keys
+    # (left unset: the node's defaults; docs/deploy.md, section 6).
+    # "n_parallel": 8,  # sequences decoded at once; leave "slots" unset, the runner asks
+    # "n_ctx": 2048,  # context per sequence, in tokens
+    # "max_queue": 16,  # sequences that may wait beyond the slots; more get 503
     # --- SSH: a non-root user needs sudo for the deploy.
     "ssh_user": "ubuntu",
     "_sudo": True,

@@ -21,7 +21,8 @@ if apt-cache show libmicrohttpd12t64 >/dev/null 2>&1; then
 fi
 apt-get install -y -qq --no-install-recommends \
   openssh-server openssh-client iproute2 iptables curl ca-certificates \
-  util-linux procps python3 python3-venv "$microhttpd" nginx-light >/dev/null
+  util-linux procps python3 python3-venv libgomp1 "$microhttpd" nginx-light >/dev/null
+# libgomp1: OpenMP runtime of the xllamacpp wheel (the lab hosts share these packages).
 # nginx-light: the llm-swarm-style baseline of the benchmarks (bench/_nginx.py, smoke tests).
 
 # pyinfra for the deploys, pyinfra-testing for the operation fixtures (kept out of trio tests).

@@ -1,10 +1,12 @@
-"""Deploy the open node (python -m runner.node, llama.cpp) to the inventory's hosts.
+"""Deploy the open node (python -m runner.node, llama.cpp's server engine) to the hosts.
 
     python -m deploy.wheelhouse                      # once: the wheels a node needs
     pyinfra inventory.py deploy/open_node.py         # from the repository root
 
-Each host gets a venv filled from the uploaded wheelhouse (no compiler, no package index) and
-the same ts_server.cfg, service, firewall and check as ts_server. See docs/deploy.md.
+Each host gets a venv filled from the uploaded wheelhouse — llama.cpp as xllamacpp's prebuilt
+wheel: no compiler, no build packages, no package index, no system-wide pip — and the same
+ts_server.cfg (plus n_parallel, n_ctx and max_queue when set), service, firewall and check as
+ts_server. One node process per host serves all its cores. See docs/deploy.md.
 """
 
 from deploy.settings import Role

@@ -77,6 +77,9 @@ class NodeSettings:
     model: Artifact | None = None
     wheelhouse: Path | None = None
     python: str = "python3"
+    n_parallel: int | None = None  # open node: sequences decoded at once; None: its default
+    n_ctx: int | None = None  # open node: context per sequence in tokens; None: its default
+    max_queue: int | None = None  # open node: sequences waiting beyond the slots; None: default
 
     @property
     def cfg_path(self) -> PurePosixPath:
@@ -199,11 +202,32 @@ KNOWN_KEYS = frozenset(
         "ts_server_local",
         "ts_server_headers",
         "wheelhouse",
+        "n_parallel",
+        "n_ctx",
+        "max_queue",
     }
 )
 """Host data keys the deploys read (besides pyinfra's own ssh_* and _* keys)."""
 
-_OUR_PREFIXES = ("ts_server_", "model_", "node_", "service_", "install_", "allowed_", "verify_")
+OPEN_NODE_KEYS: dict[str, tuple[int, int]] = {
+    "n_parallel": (1, 256),
+    "n_ctx": (64, 1 << 20),
+    "max_queue": (0, 1 << 20),
+}
+"""The open node's own ts_server.cfg keys (ranges as ``runner/node/_cfg.py`` checks them).
+ts_server has no such settings. Unset, the key is left out of the file: the node's default."""
+
+_OUR_PREFIXES = (
+    "ts_server_",
+    "model_",
+    "node_",
+    "service_",
+    "install_",
+    "allowed_",
+    "verify_",
+    "n_",
+    "max_",
+)
 
 
 def node_settings(data: Mapping[str, Any], *, role: Role) -> NodeSettings:
@@ -249,6 +273,7 @@ def node_settings(data: Mapping[str, Any], *, role: Role) -> NodeSettings:
         model_filename = str(install_dir / "models" / model.filename)
     else:
         model_filename = model_file
+    node_keys = _open_node_keys(data, role=role)
 
     return NodeSettings(
         role=role,
@@ -271,17 +296,22 @@ def node_settings(data: Mapping[str, Any], *, role: Role) -> NodeSettings:
         model=model,
         wheelhouse=Path(get("wheelhouse", "wheelhouse")) if role is Role.open_node else None,
         python=text(get("node_python", "python3"), "node_python"),
+        n_parallel=node_keys["n_parallel"],
+        n_ctx=node_keys["n_ctx"],
+        max_queue=node_keys["max_queue"],
     )
 
 
 def default_apt_packages(role: Role, *, distro: str, major: int) -> tuple[str, ...]:
     """The packages a node needs, named for the host's release.
 
-    libmicrohttpd's runtime package was renamed ``libmicrohttpd12t64`` in Ubuntu 24.04 and
-    Debian 13 (the 64-bit time_t transition).
+    The open node needs no compiler: its llama.cpp comes as a prebuilt wheel (xllamacpp) in
+    the wheelhouse, whose library links the GCC OpenMP runtime (``libgomp1``, not in every
+    minimal image) and ``libstdc++6``. libmicrohttpd's runtime package was renamed
+    ``libmicrohttpd12t64`` in Ubuntu 24.04 and Debian 13 (the 64-bit time_t transition).
     """
     if role is Role.open_node:
-        return ("ca-certificates", "curl", "iptables", "python3-venv")
+        return ("ca-certificates", "curl", "iptables", "python3-venv", "libgomp1")
     t64 = (distro == "ubuntu" and major >= 24) or (distro == "debian" and major >= 13)
     microhttpd = "libmicrohttpd12t64" if t64 else "libmicrohttpd12"
     return ("ca-certificates", "curl", "iptables", microhttpd)
@@ -307,6 +337,19 @@ def _reject_typos(data: Mapping[str, Any]) -> None:
         raise SettingsError(f"{key}: unknown key{hint}; docs/deploy.md lists the keys")
 
 
+def _open_node_keys(data: Mapping[str, Any], *, role: Role) -> dict[str, int | None]:
+    values = {}
+    for key, (low, high) in OPEN_NODE_KEYS.items():
+        value = data.get(key)
+        if value is not None and role is not Role.open_node:
+            raise SettingsError(
+                f"{key}: only the open node (deploy/open_node.py) reads it; ts_server has no "
+                "such setting: remove it from the ts_server hosts' data"
+            )
+        values[key] = optional_integer(value, key, low, high)
+    return values
+
+
 def _choice(value: Any, key: str) -> ServiceManager:
     try:
         return ServiceManager(value)
@@ -319,6 +362,7 @@ def _cfg_extra(value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}
     reserved = {"models", "n_threads", "local_port", "bind_addr", "log_filename", "log_start"}
+    reserved |= set(OPEN_NODE_KEYS)
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in value
     ):

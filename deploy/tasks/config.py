@@ -17,13 +17,17 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 @deploy("Configure the node")
 def write(s: NodeSettings) -> OperationMeta:
-    """Render ts_server.cfg; ``n_threads`` defaults to the host's physical cores."""
+    """Render ts_server.cfg; ``n_threads`` defaults to the host's physical cores.
+
+    The open node's ``n_parallel``, ``n_ctx`` and ``max_queue`` are written only when the host
+    data sets them: otherwise the node's own defaults apply (docs/node.md).
+    """
     n_threads = s.n_threads or host.get_fact(PhysicalCores)
+    summary = f"{s.model_name}, port {s.port}, {n_threads} thread{'' if n_threads == 1 else 's'}"
+    if s.n_parallel is not None:
+        summary += f", {s.n_parallel} sequence{'' if s.n_parallel == 1 else 's'} at once"
     return files.template(
-        name=(
-            f"Write {s.cfg_path} ({s.model_name}, port {s.port}, "
-            f"{n_threads} thread{'' if n_threads == 1 else 's'})"
-        ),
+        name=f"Write {s.cfg_path} ({summary})",
         src=str(TEMPLATES / "ts_server.cfg.j2"),
         dest=str(s.cfg_path),
         user="root",
@@ -33,6 +37,9 @@ def write(s: NodeSettings) -> OperationMeta:
         model_name=s.model_name,
         model_filename=s.model_filename,
         n_threads=n_threads,
+        n_parallel=s.n_parallel,
+        n_ctx=s.n_ctx,
+        max_queue=s.max_queue,
         port=s.port,
         bind_addr=s.bind_addr,
         log_filename=str(s.log_path),

@@ -1,4 +1,9 @@
-"""Install the open node into a venv on the host, from a wheelhouse built on the controller."""
+"""Install the open node into a venv on the host, from a wheelhouse built on the controller.
+
+Everything the node runs is in that venv: its packages come from the uploaded wheels only
+(``pip install --no-index`` with the venv's own pip), llama.cpp among them as the prebuilt
+xllamacpp wheel. Nothing is compiled and no system-wide pip is used on the host.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, pip
 
 from ..facts import PythonVersion
-from ..operations import wheelhouse
+from ..operations import health, wheelhouse
 from ..settings import NodeSettings
 from ..wheelhouse import WheelhouseError, read_wheelhouse
+
+ENGINE_LIBRARY = "xllamacpp/xllamacpp.abi3.so"
+"""llama.cpp as the node loads it, inside the venv's site-packages (checked with ``ldd``)."""
 
 
 @deploy("Install the open node")
@@ -37,9 +45,15 @@ def open_node(s: NodeSettings) -> OperationMeta:
         dir_mode="755",
     )
     pip.venv(name=f"Create the venv {s.venv}", path=str(s.venv), python=s.python)
-    return wheelhouse.install(
-        name="Install the wheels into the venv (no index)",
+    installed = wheelhouse.install(
+        name="Install the wheels into the venv (prebuilt, no index, no compiler)",
         venv=str(s.venv),
         wheelhouse=str(s.wheelhouse_dir),
         digest=built.digest,
     )
+    site = s.venv / "lib" / f"python{built.python}" / "site-packages"
+    health.libraries_present(
+        name="Check llama.cpp (xllamacpp) finds its shared libraries",
+        binary=str(site / ENGINE_LIBRARY),
+    )
+    return installed

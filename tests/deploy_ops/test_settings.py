@@ -10,6 +10,7 @@ import pytest
 
 from deploy.artifacts import check_local_artifact
 from deploy.settings import (
+    OPEN_NODE_KEYS,
     Role,
     ServiceManager,
     SettingsError,
@@ -17,6 +18,7 @@ from deploy.settings import (
     default_apt_packages,
     node_settings,
 )
+from runner.node._cfg import SCALAR_KEYS
 
 SHA = "ab" * 32
 CHECKED = {
@@ -65,6 +67,55 @@ def test_open_node_defaults_serve_the_packaged_model_from_a_venv() -> None:
     )
     assert s.wheelhouse == Path("wheelhouse")
     assert s.firewall_chain == "ts_node-in"
+    # Left out of ts_server.cfg unless set: the node's own defaults apply.
+    assert (s.n_threads, s.n_parallel, s.n_ctx, s.max_queue) == (None, None, None, None)
+
+
+def test_open_node_keys_are_read() -> None:
+    s = node_settings({"n_parallel": 8, "n_ctx": 4096, "max_queue": 0}, role=Role.open_node)
+    assert (s.n_parallel, s.n_ctx, s.max_queue) == (8, 4096, 0)
+
+
+OPEN_NODE_BAD: dict[str, tuple[dict[str, Any], str]] = {
+    "no slots": ({"n_parallel": 0}, "n_parallel: expected a whole number in 1..256, got 0"),
+    "too many slots": ({"n_parallel": 257}, "n_parallel: expected a whole number in 1..256"),
+    "slots as text": ({"n_parallel": "8"}, "n_parallel: expected a whole number"),
+    "slots as bool": ({"n_parallel": True}, "n_parallel"),
+    "tiny context": ({"n_ctx": 32}, "n_ctx: expected a whole number in 64..1048576, got 32"),
+    "negative queue": ({"max_queue": -1}, "max_queue: expected a whole number in 0..1048576"),
+    "float queue": ({"max_queue": 1.5}, "max_queue"),
+    "typo": ({"n_paralel": 8}, "n_paralel: unknown key (did you mean n_parallel?)"),
+    "queue typo": ({"max_queues": 8}, "max_queues: unknown key (did you mean max_queue?)"),
+    "cfg_extra clash": ({"cfg_extra": {"n_parallel": 2}}, "n_parallel is set by its own key"),
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"), list(OPEN_NODE_BAD.values()), ids=list(OPEN_NODE_BAD)
+)
+def test_bad_open_node_data_is_one_line_naming_the_key(extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        node_settings(extra, role=Role.open_node)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key", sorted(OPEN_NODE_KEYS))
+def test_open_node_keys_are_refused_for_ts_server(key: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        node_settings({**CHECKED, key: 4}, role=Role.ts_server)
+    message = str(caught.value)
+    assert message.startswith(f"{key}: only the open node (deploy/open_node.py) reads it")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("key", sorted(OPEN_NODE_KEYS))
+def test_open_node_ranges_are_the_nodes_own(key: str) -> None:
+    """Whatever the deploy accepts the node accepts, and the reverse at the edges."""
+    low, high = OPEN_NODE_KEYS[key]
+    check = SCALAR_KEYS[key]
+    assert check(low) is None and check(high) is None
+    assert check(low - 1) is not None and check(high + 1) is not None
 
 
 @pytest.mark.parametrize(
@@ -161,6 +212,7 @@ def test_pyinfra_and_runner_keys_are_not_typos() -> None:
         "node_address": "10.1.0.5",
     }
     assert node_settings(data, role=Role.ts_server).port == 8088
+    assert node_settings({**data, "n_parallel": 4}, role=Role.open_node).port == 8088
 
 
 def test_allowed_clients_are_canonical_networks() -> None:
@@ -181,12 +233,25 @@ def test_allowed_clients_are_canonical_networks() -> None:
         (Role.ts_server, "debian", 12, "libmicrohttpd12"),
         (Role.ts_server, "debian", 13, "libmicrohttpd12t64"),
         (Role.open_node, "ubuntu", 24, "python3-venv"),
+        (Role.open_node, "debian", 12, "libgomp1"),  # xllamacpp's library links OpenMP
     ],
 )
 def test_default_packages_follow_the_release(
     role: Role, distro: str, major: int, expected: str
 ) -> None:
     assert expected in default_apt_packages(role, distro=distro, major=major)
+
+
+BUILD_TOOLS = {"build-essential", "cmake", "gcc", "g++", "make", "ninja-build", "python3-dev"}
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize(("distro", "major"), [("ubuntu", 22), ("ubuntu", 24), ("debian", 12)])
+def test_no_node_gets_a_compiler(role: Role, distro: str, major: int) -> None:
+    """llama.cpp arrives prebuilt (the xllamacpp wheel); pip and Python live in the venv."""
+    names = set(default_apt_packages(role, distro=distro, major=major))
+    assert not names & BUILD_TOOLS
+    assert not {name for name in names if name.startswith(("gcc-", "g++-", "clang", "python3-pip"))}
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,9 @@ def cfg_values(tmp_path: Path, **extra: object) -> dict[str, object]:
         "model_name": "smollm2",
         "model_filename": str(model),
         "n_threads": 2,
+        "n_parallel": None,
+        "n_ctx": None,
+        "max_queue": None,
         "port": 8088,
         "bind_addr": "0.0.0.0",
         "log_filename": "/opt/ts_node/log/ts_node.log",
@@ -49,6 +52,26 @@ def test_cfg_is_what_the_open_node_reads(tmp_path: Path) -> None:
     )
 
 
+def test_open_node_keys_left_unset_are_the_nodes_defaults(tmp_path: Path) -> None:
+    data = json5.loads(render("ts_server.cfg.j2", **cfg_values(tmp_path)))
+    assert not {"n_parallel", "n_ctx", "max_queue"} & set(data)
+    defaults = parse_config({"models": data["models"]}, source=tmp_path / "d.cfg")
+    cfg = parse_config(data, source=tmp_path / "ts_server.cfg")
+    assert (cfg.n_parallel, cfg.n_ctx, cfg.max_queue) == (
+        defaults.n_parallel,
+        defaults.n_ctx,
+        defaults.max_queue,
+    )
+
+
+def test_open_node_keys_are_written_as_the_node_reads_them(tmp_path: Path) -> None:
+    values = cfg_values(tmp_path, n_parallel=6, n_ctx=4096, max_queue=0)
+    text = render("ts_server.cfg.j2", **values)
+    cfg = parse_config(json5.loads(text), source=tmp_path / "ts_server.cfg")
+    assert (cfg.n_threads, cfg.n_parallel, cfg.n_ctx, cfg.max_queue) == (2, 6, 4096, 0)
+    assert "\n\n" not in text  # no blank lines where keys are left out or added
+
+
 def test_cfg_extra_keys_are_written(tmp_path: Path) -> None:
     text = render(
         "ts_server.cfg.j2", **cfg_values(tmp_path, cfg_extra={"cuda": True, "max_memory": 12})
@@ -58,10 +81,11 @@ def test_cfg_extra_keys_are_written(tmp_path: Path) -> None:
     assert parse_config(data, source=tmp_path / "c.cfg").ignored == ("cuda", "max_memory")
 
 
-def test_a_missing_variable_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["n_threads", "n_parallel", "max_queue"])
+def test_a_missing_variable_is_an_error(tmp_path: Path, key: str) -> None:
     values = cfg_values(tmp_path)
-    del values["n_threads"]
-    with pytest.raises(jinja2.UndefinedError, match="n_threads"):
+    del values[key]
+    with pytest.raises(jinja2.UndefinedError, match=key):
         render("ts_server.cfg.j2", **values)
 
 

@@ -48,7 +48,8 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="session")
 def wheelhouse(lab: Lab) -> Path:
-    """The open node's wheelhouse, built as a user would (pip's cache makes it quick)."""
+    """The open node's wheelhouse, built as a user would: prebuilt wheels, no compiler (pip's
+    cache spares the downloads)."""
     out = lab.root / "wheelhouse"
     run(sys.executable, "-m", "deploy.wheelhouse", "--out", out, cwd=ROOT, timeout=900)
     return out
@@ -111,7 +112,8 @@ def open_nodes(lab: Lab, wheelhouse: Path) -> OpenNodes:
     inventory = lab.write_inventory(
         "open_nodes.py",
         {host: {} for host in OPEN_NODE_HOSTS},
-        {"wheelhouse": str(wheelhouse), "n_threads": 1, "slots": 1, "verify_timeout": 90},
+        # No `slots`: the runner asks each node how many sequences it decodes at once.
+        {"wheelhouse": str(wheelhouse), "n_threads": 1, "n_parallel": 2, "verify_timeout": 90},
     )
     first = pyinfra(lab, inventory, "deploy/open_node.py")
     assert first.ok, first.explain()

@@ -47,6 +47,7 @@ def test_config_is_rendered_for_each_host(lab: Lab, open_nodes: OpenNodes) -> No
         assert cfg == {
             "models": [{"name": "smollm2", "filename": "@smollm2"}],
             "n_threads": 1,
+            "n_parallel": 2,
             "local_port": 8088,
             "bind_addr": "0.0.0.0",
             "log_filename": "/opt/ts_node/log/ts_node.log",
@@ -61,7 +62,22 @@ def test_nodes_answer_the_controller(lab: Lab, open_nodes: OpenNodes) -> None:
         answer = completion(lab, host)
         assert isinstance(answer["text"], str)
         health = lab.in_ctl("curl", "-sS", "-f", "-m", "10", f"http://{HOSTS[host]}:8088/health")
-        assert health.returncode == 0
+        assert json.loads(health.stdout)["slots"] == 2  # n_parallel from the inventory
+
+
+def test_the_node_runs_from_its_venv_with_the_prebuilt_engine(
+    lab: Lab, open_nodes: OpenNodes
+) -> None:
+    """llama.cpp is the xllamacpp wheel inside the venv; the venv sees no system packages."""
+    venv = "/opt/ts_node/venv"
+    where = lab.ssh(
+        "lab-h1", f"{venv}/bin/python -c 'import xllamacpp; print(xllamacpp.__file__)'"
+    ).stdout.strip()
+    assert where.startswith(f"{venv}/lib/"), where
+    assert (
+        "include-system-site-packages = false" in lab.ssh("lab-h1", f"cat {venv}/pyvenv.cfg").stdout
+    )
+    assert "Check llama.cpp (xllamacpp) finds its shared libraries" in open_nodes.first.output
 
 
 def test_node_runs_as_its_user_and_logs_started(lab: Lab, open_nodes: OpenNodes) -> None:
@@ -118,7 +134,10 @@ def test_dry_run_shows_a_change_and_makes_none(lab: Lab, open_nodes: OpenNodes) 
     changed.write_text(text)
     dry = pyinfra(lab, changed, "deploy/open_node.py", dry=True)
     assert dry.ok, dry.explain()
-    assert "Write /opt/ts_node/ts_server.cfg (smollm2, port 8088, 2 threads)" in dry.output
+    assert (
+        "Write /opt/ts_node/ts_server.cfg (smollm2, port 8088, 2 threads, 2 sequences at once)"
+        in dry.output
+    )
     assert "2 (lab-h1, lab-h2)" in dry.output  # the change table: both hosts would change
     for host in OPEN_NODE_HOSTS:
         assert json5.loads(lab.ssh(host, f"cat {CFG}").stdout)["n_threads"] == 1
