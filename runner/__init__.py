@@ -16,6 +16,7 @@ from ._errors import (
     AnswerError,
     ClusterUnavailable,
     ConfigError,
+    NodeBusy,
     NodeError,
     NodeTimeout,
     ProtocolError,
@@ -23,7 +24,7 @@ from ._errors import (
     ServerError,
     TransportError,
 )
-from ._nodes import NodeSpec
+from ._nodes import NodeSpec, SlotsFrom
 from ._request import Api, Completion, GenerationRequest, Style
 from ._work import Accepted, Work
 
@@ -40,6 +41,7 @@ __all__ = [
     "GenerationRequest",
     "JobConfig",
     "ModelConfig",
+    "NodeBusy",
     "NodeError",
     "NodeSpec",
     "NodeTimeout",
@@ -47,6 +49,7 @@ __all__ = [
     "RunConfig",
     "RunnerError",
     "ServerError",
+    "SlotsFrom",
     "Style",
     "TransportError",
     "Work",

@@ -12,28 +12,81 @@ checked both by httpx (per socket read) and by one trio cancel scope whose deadl
 every chunk, so it also holds for injected transports. A non-streamed answer sends nothing
 until it is complete, so it has no stall check: the whole request is bounded by the caller's
 cancel scope (``trio.fail_after(request_timeout)``), never here.
+
+A 503 or 429 with a ``Retry-After`` header is :class:`~runner._errors.NodeBusy` (the node
+is full, not broken), its pause bounded to ``RETRY_AFTER_MIN``..``RETRY_AFTER_MAX``; the same
+statuses without the header stay plain :class:`~runner._errors.ServerError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import math
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import trio
 
 from . import _openai, _textsynth
-from ._errors import ConfigError, NodeError, NodeTimeout, ProtocolError, TransportError
+from ._errors import (
+    ConfigError,
+    NodeBusy,
+    NodeError,
+    NodeTimeout,
+    ProtocolError,
+    ServerError,
+    TransportError,
+)
 from ._request import Api, Completion, GenerationRequest, Style
 
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body read before giving up on the rest
 PROBE_PROMPT = "Hello"
 KEY_PLACEHOLDER = "[api key]"  # what an error quoting the node's key shows instead
+BUSY_STATUSES = frozenset({429, 503})  # with Retry-After: "busy, come back"
+RETRY_AFTER_MIN = 0.1  # seconds; a busy node is never asked again at once
+RETRY_AFTER_MAX = 30.0  # seconds; a longer advice is cut to this
 
 _WIRES: dict[Api, ModuleType] = {Api.textsynth: _textsynth, Api.openai: _openai}
+
+
+def retry_after_seconds(value: str | None, *, now: float) -> float | None:
+    """The pause a ``Retry-After`` header advises, bounded to ``RETRY_AFTER_MIN``..``MAX``.
+
+    Args:
+        value: the header: delay-seconds (``"1"``) or an HTTP-date.
+        now: the current wall-clock time (``time.time()``), for an HTTP-date.
+
+    Returns:
+        Seconds, or ``None`` when there is no header or it is not readable.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - now
+    return min(RETRY_AFTER_MAX, max(RETRY_AFTER_MIN, seconds))
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What :meth:`NodeClient._exchange` got back."""
+
+    status: int
+    body: bytes  # empty for a 200 stream, which went to ``feed``
+    retry_after: float | None = None  # the bounded Retry-After pause, if the node sent one
 
 
 class NodeClient:
@@ -124,21 +177,45 @@ class NodeClient:
         Raises:
             TransportError: no connection, or it broke.
             NodeTimeout: a streamed answer stalled for ``stall_timeout`` seconds.
-            ServerError: HTTP status other than 200.
+            NodeBusy: 503 or 429 with ``Retry-After``.
+            ServerError: another HTTP status than 200.
             ProtocolError: the answer is not a valid answer of the protocol.
         """
         path, body = self._wire.build(request, stream=stream)
         with self._key_hidden():
-            if not stream:
-                status, content = await self._exchange("POST", path, body)
-                completion: Completion = self._wire.parse(status, content, node=self.name)
-                return completion
-            decoder = self._wire.StreamDecoder(node=self.name)
-            status, content = await self._exchange("POST", path, body, feed=decoder.feed)
-            if status != 200:
-                self._wire.parse(status, content, node=self.name)  # raises ServerError
-            completion = decoder.finish()
+            decoder = self._wire.StreamDecoder(node=self.name) if stream else None
+            reply = await self._exchange(
+                "POST", path, body, feed=None if decoder is None else decoder.feed
+            )
+            if reply.status != 200:
+                self._raise_status(reply)
+            completion: Completion = (
+                self._wire.parse(reply.status, reply.body, node=self.name)
+                if decoder is None
+                else decoder.finish()
+            )
             return completion
+
+    async def slots(self, engine: str) -> int | None:
+        """How many sequences the node runs at once for ``engine``, if it says: the
+        protocol's ``SLOTS_PATHS`` are asked in order until one answers with a number.
+
+        Returns:
+            The number, or ``None`` when the node does not say (ts_server, an older node, an
+            OpenAI server other than llama.cpp's).
+
+        Raises:
+            NodeError: the node could not be reached.
+        """
+        with self._key_hidden():
+            for path in self._wire.SLOTS_PATHS:
+                reply = await self._exchange("GET", path, None)
+                slots: int | None = self._wire.parse_slots(
+                    path, reply.status, reply.body, engine=engine
+                )
+                if slots is not None:
+                    return slots
+        return None
 
     async def probe(self, engine: str, style: Style, *, max_tokens: int = 2) -> Completion:
         """Ask for a tiny real completion: the node is up and its engine answers.
@@ -165,11 +242,30 @@ class NodeClient:
             NodeError: the node could not be reached or answered nonsense.
         """
         with self._key_hidden():
-            status, content = await self._exchange("GET", self._wire.ENGINES_PATH, None)
-            engines: list[str] | None = self._wire.parse_engines(status, content, node=self.name)
+            reply = await self._exchange("GET", self._wire.ENGINES_PATH, None)
+            engines: list[str] | None = self._wire.parse_engines(
+                reply.status, reply.body, node=self.name
+            )
             return engines
 
     # ----------------------------------------------------------------- sending
+
+    def _raise_status(self, reply: _Reply) -> NoReturn:
+        """Raise the error for a status other than 200: :class:`NodeBusy` for a busy node,
+        else the protocol's :class:`ServerError` (whose message reads the body)."""
+        try:
+            self._wire.parse(reply.status, reply.body, node=self.name)
+        except ServerError as exc:
+            if reply.retry_after is None or reply.status not in BUSY_STATUSES:
+                raise
+            raise NodeBusy(
+                f"{exc} (busy: retry after {reply.retry_after:g}s)",
+                status=reply.status,
+                retry_after=reply.retry_after,
+                node=self.name,
+                body=exc.body,
+            ) from None
+        raise AssertionError(f"a status of {reply.status} parsed as an answer")  # pragma: no cover
 
     @contextlib.contextmanager
     def _key_hidden(self) -> Iterator[None]:
@@ -194,8 +290,8 @@ class NodeClient:
         body: dict[str, Any] | None,
         *,
         feed: Callable[[bytes], None] | None = None,
-    ) -> tuple[int, bytes]:
-        """Send a request; return its status and body.
+    ) -> _Reply:
+        """Send a request; return its status, body and ``Retry-After`` pause.
 
         With ``feed`` (a streamed answer) a 200 body goes to ``feed`` chunk by chunk and the
         returned body is empty, and every wait for bytes is bounded by ``stall_timeout``.
@@ -239,7 +335,10 @@ class NodeClient:
                 raise self._translate(exc) from exc
         if stall.cancelled_caught:
             raise NodeTimeout(f"stalled: no byte for {self.stall_timeout:g}s", node=self.name)
-        return response.status_code, bytes(content)
+        retry_after = None
+        if response.status_code in BUSY_STATUSES:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), now=time.time())
+        return _Reply(response.status_code, bytes(content), retry_after)
 
     def _stall_deadline(self, watch: bool) -> float:
         """When a streamed exchange that just saw a byte counts as stalled."""

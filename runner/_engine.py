@@ -14,7 +14,11 @@ order:
 
 A node failure (connection, timeout, stall, 5xx/429, bad body) moves the item to another node;
 a node with ``breaker_failures`` failures in a row is benched and probed with a tiny real
-completion until it answers again. The last admitted node is never benched: it cools down
+completion until it answers again. A *busy* answer (503 or 429 with ``Retry-After``,
+:class:`~runner._errors.NodeBusy`) is no failure: the node takes nothing new for the advised
+pause and the item goes back to the front of the retry queue, for any node — at most
+``busy_retries`` times per item (and within ``retry_timeout``), after which a busy answer
+counts as the failure it then is. The last admitted node is never benched: it cools down
 with growing pauses instead. When no node could serve for ``no_node_timeout`` seconds the run
 stops with :class:`~runner._errors.ClusterUnavailable`; whatever finished is already journaled.
 
@@ -41,6 +45,7 @@ from ._config import EngineConfig
 from ._errors import (
     AnswerError,
     ClusterUnavailable,
+    NodeBusy,
     NodeError,
     NodeTimeout,
     ProtocolError,
@@ -54,6 +59,8 @@ from ._work import Acceptor, RequestTrace, Work, accept_text
 
 
 def _failure_kind(exc: NodeError) -> str:
+    if isinstance(exc, NodeBusy):
+        return "busy"
     if isinstance(exc, ServerError):
         return "status"
     if isinstance(exc, ProtocolError):
@@ -69,6 +76,7 @@ class _Task:
 
     work: Work
     node_failures: int = 0  # failures counted against the item
+    busy: int = 0  # busy answers not counted as failures (at most settings.busy_retries)
     content_attempts: int = 0  # answers rejected by the acceptor
     requests: int = 0
     seeds: list[int] = field(default_factory=list)
@@ -325,6 +333,8 @@ class Engine:
         if scope.cancelled_caught or task.done:
             # A hedge lost the race: its answer (if any) is discarded.
             outcome = "cancelled" if scope.cancelled_caught else "discarded"
+        elif isinstance(failure, NodeBusy) and self._come_back(node, task, failure):
+            outcome = "busy"
         elif failure is not None:
             self._node_failed(node, task, failure)
             outcome = _failure_kind(failure)
@@ -397,6 +407,24 @@ class Engine:
             "errors": list(task.errors),
             "text": task.last_text,
         }
+
+    def _come_back(self, node: NodeState, task: _Task, exc: NodeBusy) -> bool:
+        """Take a busy answer as "come back later": pause the node for the advised time and
+        queue the item first for any node, with no failure counted. False when the item has
+        used up its busy answers or its retry time: the answer is then a plain failure."""
+        now = trio.current_time()
+        assert task.first_sent is not None
+        if task.busy >= self.settings.busy_retries or (
+            now - task.first_sent > self.settings.retry_timeout
+        ):
+            return False
+        node.busy += 1
+        node.cooldown_until = max(node.cooldown_until, now + exc.retry_after)
+        if not task.running:  # else a copy still runs elsewhere
+            task.busy += 1
+            task.not_before = now
+            self._retry.appendleft(task)
+        return True
 
     def _node_failed(self, node: NodeState, task: _Task, exc: NodeError) -> None:
         settings = self.settings

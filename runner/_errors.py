@@ -8,6 +8,7 @@
     │   ├── TransportError    could not connect, connection reset, DNS, TLS...
     │   ├── NodeTimeout       no answer within the request timeout, or a stall
     │   ├── ServerError       HTTP status other than 200 (keeps status and raw body)
+    │   │   └── NodeBusy      503/429 with Retry-After: up but full, come back later
     │   └── ProtocolError     200 but the body is not a valid TextSynth/OpenAI answer
     ├── AnswerError           the answer arrived but its content is unusable (bad JSON, schema)
     └── ClusterUnavailable    no node could serve for longer than the allowed wait
@@ -70,6 +71,23 @@ class ServerError(NodeError):
     def retryable(self) -> bool:
         """5xx and 429 are worth another try elsewhere; other 4xx mean the request is bad."""
         return self.status >= 500 or self.status in (408, 429)
+
+
+class NodeBusy(ServerError):
+    """Raised when a node answered 503 or 429 with a ``Retry-After`` header: it is up but
+    has no room now. The engine sends the item again (there or elsewhere) and pauses the
+    node for ``retry_after`` seconds, without counting a failure of node or item.
+
+    Attributes:
+        retry_after: the advised pause in seconds, already bounded
+            (:data:`runner._client.RETRY_AFTER_MAX`).
+    """
+
+    def __init__(
+        self, message: str, *, status: int, retry_after: float, node: str = "", body: str = ""
+    ) -> None:
+        super().__init__(message, status=status, node=node, body=body)
+        self.retry_after = retry_after
 
 
 class ProtocolError(NodeError):

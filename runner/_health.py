@@ -2,7 +2,8 @@
 node can serve at all.
 
 * :func:`probe_benched` runs per node for the whole run. While the node is benched it sends
-  a tiny real completion, with growing pauses, and re-admits the node when one succeeds.
+  a tiny real completion, with growing pauses, and re-admits the node when one succeeds (or
+  the node answers that it is busy: it is up).
 * :func:`watch_cluster` stops the run when no node was admitted and healthy for
   ``no_node_timeout`` seconds: it returns why, and the engine raises
   :class:`~runner._errors.ClusterUnavailable` with it.
@@ -16,7 +17,7 @@ import trio
 
 from ._client import NodeClient
 from ._config import EngineConfig
-from ._errors import NodeError
+from ._errors import NodeBusy, NodeError
 from ._nodes import Health, NodeState
 from ._request import Style
 
@@ -48,6 +49,8 @@ async def probe_benched(
         try:
             with trio.fail_after(settings.probe_timeout):
                 await client.probe(engine_id, style)
+        except NodeBusy:
+            pass  # it answered: up, only full for now
         except (NodeError, trio.TooSlowError) as exc:
             failures += 1
             node.last_error = f"{node.name}: probe: {type(exc).__name__}: {exc}"

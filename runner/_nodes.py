@@ -1,6 +1,7 @@
 """Nodes as the engine sees them: where they are, and what it has learnt about them.
 
-:class:`NodeSpec` is configuration (address, slots, key). :class:`NodeState` is the engine's
+:class:`NodeSpec` is configuration (address, slots and where that number came from, key).
+:class:`NodeState` is the engine's
 running knowledge of one node: how many requests it has in flight, how fast it answers, and
 its circuit breaker (admitted, benched after repeated failures, re-admitted after a
 successful probe). ``NodeState`` holds no I/O; the engine drives it.
@@ -9,8 +10,16 @@ successful probe). ``NodeState`` holds no I/O; the engine drives it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
+
+
+class SlotsFrom(Enum):
+    """Where a node's ``slots`` came from."""
+
+    config = "config"  # set for the node in the cluster config or the inventory
+    node = "node"  # the node said how many sequences it runs at once
+    default = "default"  # engine.slots: not configured, and the node did not say (yet)
 
 
 @dataclass(frozen=True)
@@ -22,12 +31,21 @@ class NodeSpec:
         base_url: e.g. ``http://10.0.0.5:8088``.
         slots: the most requests the engine keeps in flight on it.
         api_key: its Bearer key, if it needs one (never logged or written).
+        slots_from: where ``slots`` came from; only a ``default`` is worth asking the node
+            about (:func:`runner._cluster.ask_slots`).
     """
 
     name: str
     base_url: str
     slots: int = 1
     api_key: str | None = field(default=None, repr=False)
+    slots_from: SlotsFrom = SlotsFrom.config
+
+    def with_node_slots(self, slots: int | None) -> NodeSpec:
+        """This node with the slots it reported, unless configured or it said nothing."""
+        if self.slots_from is not SlotsFrom.default or slots is None:
+            return self
+        return replace(self, slots=slots, slots_from=SlotsFrom.node)
 
 
 class Health(Enum):
@@ -49,6 +67,7 @@ class NodeState:
     successes: int = 0
     errors: int = 0
     hedges: int = 0  # duplicates of slow items sent here
+    busy: int = 0  # requests it refused as busy (503/429 with Retry-After); not errors
     output_tokens: int = 0
     busy_time: float = 0.0  # sum of successful request latencies
     latency_ewma: float | None = None  # seconds per successful request, smoothed
@@ -94,6 +113,9 @@ class NodeState:
             "successes": self.successes,
             "errors": self.errors,
             "hedges": self.hedges,
+            "busy": self.busy,
+            "slots": self.spec.slots,
+            "slots_from": self.spec.slots_from.value,
             "limit": self.limit,
             "output_tokens": self.output_tokens,
             "tokens_per_s": round(self.output_tokens / self.busy_time, 2) if self.busy_time else 0,

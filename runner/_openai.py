@@ -15,6 +15,10 @@ what llama_cpp.server (0.3.x, whose request model allows only ``text``/``json_ob
 answers 422 to ``json_schema``) and the llama.cpp server use to constrain decoding; vLLM and
 Ollama fall back to plain JSON mode. ``schema_format="json_schema"`` sends the standard
 ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` shape instead.
+
+Token counts come from ``usage`` (``prompt_tokens``, ``completion_tokens``): in a whole
+answer, and in a stream's last event, which ``stream_options.include_usage`` asks for. Without
+``usage``, llama.cpp's own ``timings`` (``predicted_n``...) are read instead.
 """
 
 from __future__ import annotations
@@ -24,7 +28,16 @@ from typing import Any, Literal
 
 from ._errors import ProtocolError, ServerError
 from ._request import Completion, GenerationRequest, Style
-from ._textsynth import RecentBytes, _engine_ids, _kind, _message, _raw, _short
+from ._textsynth import (
+    RecentBytes,
+    _engine_ids,
+    _kind,
+    _lenient_json,
+    _message,
+    _raw,
+    _short,
+    whole_count,
+)
 
 LINE_LIMIT = 4 * 1024 * 1024  # bytes one SSE line may take before it is a protocol error
 
@@ -138,6 +151,20 @@ def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
         ProtocolError: the body is not such a listing.
     """
     return _engine_ids(status, body, node=node, keys=("data", "models"))
+
+
+SLOTS_PATHS = ("/props",)  # llama.cpp's server; vLLM, Ollama and llama_cpp.server have none
+
+
+def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | None:
+    """Read how many sequences a node runs at once: llama.cpp's ``GET /props`` →
+    ``total_slots`` (one model per server, so ``engine`` is not looked up).
+
+    Returns:
+        The number, or ``None`` when the answer does not say.
+    """
+    obj = _lenient_json(status, body)
+    return whole_count(obj.get("total_slots")) if isinstance(obj, dict) else None
 
 
 class StreamDecoder:
@@ -285,9 +312,11 @@ def _finish_reason(choice: dict[str, Any], *, node: str, raw: str) -> str | None
 
 
 def _usage(obj: dict[str, Any], *, node: str, raw: str) -> tuple[int | None, int | None]:
+    """``(prompt tokens, completion tokens)`` from ``usage``, else from llama.cpp's
+    ``timings``; ``None`` for what the object does not say."""
     usage = obj.get("usage")
     if usage is None:
-        return None, None
+        return _timings(obj.get("timings"))
     if not isinstance(usage, dict):
         raise ProtocolError(f"usage: expected an object, got {_kind(usage)}", node=node, body=raw)
     counts: list[int | None] = []
@@ -297,6 +326,22 @@ def _usage(obj: dict[str, Any], *, node: str, raw: str) -> tuple[int | None, int
             raise ProtocolError(f"usage.{name}: got {_kind(value)}", node=node, body=raw)
         counts.append(value)
     return counts[0], counts[1]
+
+
+def _timings(timings: Any) -> tuple[int | None, int | None]:
+    """Token counts from llama.cpp's ``timings`` (sent even when ``usage`` is not): the
+    prompt is ``cache_n`` reused plus ``prompt_n`` evaluated tokens, the answer
+    ``predicted_n``. An extension, so read leniently: what is not a count is ``None``."""
+    if not isinstance(timings, dict):
+        return None, None
+
+    def count(name: str) -> int | None:
+        value = timings.get(name)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return value if ok else None
+
+    prompt, cached = count("prompt_n"), count("cache_n")
+    return (None if prompt is None else prompt + (cached or 0)), count("predicted_n")
 
 
 def _error_summary(body: bytes) -> str:

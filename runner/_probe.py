@@ -1,7 +1,8 @@
 """The node check (``job=probe``): every node gets one short real request.
 
-Prints a table — reachable or not and why, engine ids served, latency, tokens/s — and
-writes it to ``probe.json`` in the run directory. Exit status 0 when every node answered.
+Prints a table — reachable or not and why, engine ids served, slots (what a run would use,
+where that number comes from, and what the node itself says), latency, tokens/s — and writes
+it to ``probe.json`` in the run directory. Exit status 0 when every node answered.
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ from ._request import GenerationRequest
 
 @dataclass
 class ProbeResult:
+    """One node's line in the table and in ``probe.json``.
+
+    ``slots`` and ``slots_from`` are what a run would use and why (``config``, ``node`` or
+    ``default``: engine.slots); ``node_slots`` is what the node itself says, ``None`` when
+    it does not (or could not be asked).
+    """
+
     node: str
     url: str
     reachable: bool
+    slots: int
+    slots_from: str
+    node_slots: int | None = None
     error: str | None = None
     engines: list[str] | None = None
     latency_s: float | None = None
@@ -38,9 +49,16 @@ class ProbeResult:
 
 
 async def probe_node(spec: NodeSpec, cfg: RunConfig) -> ProbeResult:
-    """Ask one node which engines it serves, then for a short completion."""
+    """Ask one node which engines it serves and how many sequences it runs at once, then for
+    a short completion."""
     engine = cfg.engine
-    result = ProbeResult(node=spec.name, url=spec.base_url, reachable=False)
+    result = ProbeResult(
+        node=spec.name,
+        url=spec.base_url,
+        reachable=False,
+        slots=spec.slots,
+        slots_from=spec.slots_from.value,
+    )
     request = GenerationRequest(
         api=cfg.model.api,
         style=cfg.model.style,
@@ -61,6 +79,9 @@ async def probe_node(spec: NodeSpec, cfg: RunConfig) -> ProbeResult:
         try:
             with trio.fail_after(engine.probe_timeout):
                 result.engines = await client.engines()
+                result.node_slots = await client.slots(cfg.model.engine)
+                used = spec.with_node_slots(result.node_slots)
+                result.slots, result.slots_from = used.slots, used.slots_from.value
                 start = trio.current_time()
                 completion = await client.generate(request, stream=False)
         except NodeError as exc:
@@ -93,18 +114,28 @@ async def probe_all(specs: list[NodeSpec], cfg: RunConfig) -> list[ProbeResult]:
 
 def _table(results: list[ProbeResult]) -> Table:
     table = Table(title="Node check")
-    for col in ("node", "reachable", "engines", "latency s", "tokens/s", "error"):
+    for col in ("node", "reachable", "engines", "slots", "latency s", "tokens/s", "error"):
         table.add_column(col)
     for r in results:
         table.add_row(
             r.node,
             "[green]yes[/]" if r.reachable else "[red]no[/]",
             ", ".join(r.engines) if r.engines else ("-" if r.engines is None else "none"),
+            slots_cell(r),
             "-" if r.latency_s is None else f"{r.latency_s:.2f}",
             "-" if r.tokens_per_s is None else f"{r.tokens_per_s:.1f}",
             r.error or "",
         )
     return table
+
+
+def slots_cell(r: ProbeResult) -> str:
+    """``4 (node)``, ``2 (config)``, ``1 (default)``; and what the node says when a run
+    would use another number: ``2 (config; node: 4)``."""
+    cell = f"{r.slots} ({r.slots_from})"
+    if r.node_slots is not None and r.node_slots != r.slots:
+        cell = f"{r.slots} ({r.slots_from}; node: {r.node_slots})"
+    return cell
 
 
 def run_probe(cfg: RunConfig, run_dir: Path, *, console: Console) -> Outcome:

@@ -1,8 +1,9 @@
 """One run of a job, from a checked configuration to the files it leaves behind.
 
 Order of events: prepare and scan the job (every prompt rendered, nothing sent) → dry run
-stops here → open the journals → start or resolve the nodes → run the engine, journaling
-each result as it arrives → write ``report.json`` and the job's output file.
+stops here → open the journals → start or resolve the nodes → ask the nodes whose slots are
+not configured how many they run at once → run the engine, journaling each result as it
+arrives → write ``report.json`` and the job's output file.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import trio
 from rich.console import Console
 
 from . import _records
-from ._cluster import remote_nodes, started_nodes
+from ._cluster import ask_slots, describe_slots, remote_nodes, started_nodes
 from ._config import ClusterKind, JobKind, RunConfig
 from ._engine import Engine
 from ._errors import ClusterUnavailable
 from ._journal import Journal, Store
+from ._nodes import SlotsFrom
 from ._outcome import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, Outcome
 from ._output import write_output
 from ._plan import JobPlan, prepare
@@ -62,9 +64,18 @@ def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Out
         Journal(results_path, fsync=cfg.engine.journal_fsync) as results,
         started_nodes(
             cfg.cluster, cfg.engine, engine_id=cfg.model.engine, log_dir=run_dir
-        ) as nodes,
+        ) as configured,
     ):
         reused = 0
+        nodes = trio.run(
+            partial(
+                ask_slots,
+                configured,
+                api=cfg.model.api,
+                engine_id=cfg.model.engine,
+                settings=cfg.engine,
+            )
+        )
 
         def on_result(record: dict[str, object]) -> None:
             if record["status"] == "ok":
@@ -91,11 +102,11 @@ def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Out
             on_result=on_result,
         )
         log.info(
-            "%s: %d items over %d nodes (%s); results in %s",
+            "%s: %d items over %d nodes: %s; results in %s",
             cfg.job.name,
             total,
             len(nodes),
-            ", ".join(n.name for n in nodes),
+            describe_slots(nodes),
             results_path,
         )
         stopped: str | None = None
@@ -188,9 +199,9 @@ def _dry_run(cfg: RunConfig, plan: JobPlan, total: int, console: Console) -> Out
         f"{cfg.model.style.value})"
     )
     if nodes:
-        console.print(
-            f"  nodes: {len(nodes)}: " + ", ".join(f"{n.name} ({n.slots} slots)" for n in nodes)
-        )
+        console.print(f"  nodes: {len(nodes)}: {describe_slots(nodes)}", markup=False)
+        if any(n.slots_from is SlotsFrom.default for n in nodes):
+            console.print("  (nodes marked default are asked for their slots when the run starts)")
     else:
         local = cfg.cluster.local
         console.print(

@@ -92,6 +92,38 @@ def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
     return _engine_ids(status, body, node=node, keys=("engines", "data"))
 
 
+# Where a node says how many sequences it runs at once, asked in this order (our node
+# answers both; ts_server neither).
+SLOTS_PATHS = ("/health", "/v1/engines")
+
+
+def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | None:
+    """Read how many sequences a node runs at once for ``engine`` from one of
+    ``SLOTS_PATHS``: ``GET /health`` → ``slots`` (when it serves ``engine`` alone; the number
+    is the node's total), ``GET /v1/engines`` → the ``slots`` of ``engine``'s entry.
+
+    Returns:
+        The number, or ``None`` when this answer does not say (any status but 200, a body
+        that is not such an answer, no positive whole ``slots``).
+    """
+    obj = _lenient_json(status, body)
+    if path == "/health":
+        if not isinstance(obj, dict):
+            return None
+        served = obj.get("engines")
+        if served is not None and served != [engine]:
+            return None  # several engines share the node: their total is not this one's
+        return whole_count(obj.get("slots"))
+    if isinstance(obj, dict):
+        obj = next((obj[k] for k in ("engines", "data") if k in obj), None)
+    if not isinstance(obj, list):
+        return None
+    for entry in obj:
+        if isinstance(entry, dict) and entry.get("id", entry.get("name")) == engine:
+            return whole_count(entry.get("slots"))
+    return None
+
+
 class RecentBytes:
     """The last ``BODY_LIMIT`` bytes of a stream, kept for error messages at a small
     constant cost per chunk (decoded only when an error needs them)."""
@@ -238,6 +270,23 @@ def _engine_ids(status: int, body: bytes, *, node: str, keys: tuple[str, ...]) -
             )
         ids.append(name)
     return ids
+
+
+def _lenient_json(status: int, body: bytes) -> Any:
+    """A 200 body's JSON, or ``None`` (any other status, or not JSON)."""
+    if status != 200:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def whole_count(value: Any) -> int | None:
+    """``value`` if it is a whole number ≥ 1 (not a boolean), else ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return None
 
 
 def _raw(body: bytes) -> str:

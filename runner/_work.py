@@ -50,8 +50,9 @@ class RequestTrace:
         started: ``trio.current_time()`` when it was sent.
         ended: when it ended.
         outcome: ``ok``; ``rejected`` (the answer failed the job's checks); ``cancelled`` (a
-            hedge that lost the race) or ``discarded`` (answered after another copy won); or
-            the failure: ``status``, ``malformed``, ``transport``, ``timeout``.
+            hedge that lost the race) or ``discarded`` (answered after another copy won);
+            ``busy`` (the node said "come back later", no failure); or the failure:
+            ``status``, ``malformed``, ``transport``, ``timeout``.
         final: this request settled the item (its accepted answer, or the last failure).
         output_tokens: tokens generated, when the node said.
     """

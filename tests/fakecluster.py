@@ -1,8 +1,9 @@
 """A scripted fake TextSynth cluster behind an injected httpx transport (virtual time).
 
 Each fake node answers after ``delay`` seconds of ``trio.sleep`` (so pytest-trio's
-``autojump_clock`` makes runs instant) and can be scripted to die, hang, or answer with
-errors; ``answer`` decides the text from the request body.
+``autojump_clock`` makes runs instant) and can be scripted to die, hang, answer with
+errors or refuse as busy (503 + ``Retry-After``); ``answer`` decides the text from the request
+body. ``GET /health`` says ``slots`` when ``reports_slots`` is set, as our open node does.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ class FakeNode:
     fail_status: int = 500
     malformed_first: int = 0  # the first N answers are not JSON
     parallel: int | None = None  # requests served at once; the rest wait in FIFO order
+    busy_first: int = 0  # the first N requests are refused as busy...
+    refuse_beyond: int | None = None  # ...and so is any request past this many in service
+    busy_status: int = 503
+    retry_after: str | None = "1"  # ...with this Retry-After header (None: no header)
+    reports_slots: int | None = None  # GET /health says these slots
+    health_delay: float = 0.0  # GET /health answers after this long
     requests: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # when each request came
     served: int = 0
     active: int = 0
 
@@ -49,11 +57,20 @@ class FakeNode:
         now = trio.current_time()
         if self._dead(now):
             raise httpx.ConnectError("connection refused (fake node is dead)", request=request)
+        if request.method == "GET":
+            return await self._get(request)
         body = json.loads(request.content) if request.content else {}
         self.requests.append(body)
+        self.arrivals.append(now)
         if self.hang_from is not None and now >= self.hang_from:
             await trio.sleep_forever()
-        if len(self.requests) <= self.fail_first:
+        full = self.refuse_beyond is not None and self.active >= self.refuse_beyond
+        if len(self.requests) <= self.busy_first or full:
+            headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
+            return httpx.Response(
+                self.busy_status, headers=headers, json={"error": "every slot is busy"}
+            )
+        if len(self.requests) <= self.busy_first + self.fail_first:
             return httpx.Response(self.fail_status, json={"error": "overloaded"})
         self.active += 1
         try:
@@ -66,7 +83,7 @@ class FakeNode:
             self.active -= 1
         if self._dead(trio.current_time()):
             raise httpx.ReadError("connection reset (fake node died)", request=request)
-        if len(self.requests) <= self.fail_first + self.malformed_first:
+        if len(self.requests) <= self.busy_first + self.fail_first + self.malformed_first:
             return httpx.Response(200, content=b"<html>oops</html>")
         self.served += 1
         text = self.answer(body)
@@ -84,6 +101,16 @@ class FakeNode:
                 "finish_reason": "stop",
             },
         )
+
+
+    async def _get(self, request: httpx.Request) -> httpx.Response:
+        await trio.sleep(self.health_delay)
+        if request.url.path != "/health":
+            return httpx.Response(404, json={"error": "no route"})
+        health: dict[str, Any] = {"status": "ok"}
+        if self.reports_slots is not None:
+            health |= {"engines": ["m"], "slots": self.reports_slots}
+        return httpx.Response(200, json=health)
 
 
 async def _stream(text: str, tokens: int) -> AsyncIterator[bytes]:

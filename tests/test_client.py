@@ -9,8 +9,15 @@ import httpx
 import pytest
 import trio
 
-from runner._client import NodeClient
-from runner._errors import ConfigError, NodeTimeout, ProtocolError, ServerError, TransportError
+from runner._client import RETRY_AFTER_MAX, RETRY_AFTER_MIN, NodeClient, retry_after_seconds
+from runner._errors import (
+    ConfigError,
+    NodeBusy,
+    NodeTimeout,
+    ProtocolError,
+    ServerError,
+    TransportError,
+)
 from runner._request import Api, Completion, GenerationRequest, Style
 
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -359,3 +366,125 @@ async def test_a_real_stalled_stream_over_loopback_is_a_node_timeout(
             with pytest.raises(NodeTimeout, match="stalled"):
                 await node.generate(request(), stream=True)
         nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------ busy nodes
+
+NOW = 1_700_000_000.0  # a wall-clock time for HTTP-dates
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("1", 1.0),
+        (" 7 ", 7.0),
+        ("0", RETRY_AFTER_MIN),
+        ("3600", RETRY_AFTER_MAX),
+        ("Tue, 14 Nov 2023 22:13:25 GMT", 5.0),  # NOW + 5 s
+        ("Tue, 14 Nov 2023 22:13:00 GMT", RETRY_AFTER_MIN),  # in the past
+        ("Wed, 15 Nov 2023 22:13:20 GMT", RETRY_AFTER_MAX),  # a day ahead
+        ("-1", None),
+        ("1.5", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_and_bounded(header: str | None, seconds: float | None) -> None:
+    pause = retry_after_seconds(header, now=NOW)
+    if seconds is None:
+        assert pause is None
+    else:
+        assert pause == pytest.approx(seconds)
+
+
+def refusing(status: int, headers: dict[str, str]) -> Handler:
+    async def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers=headers, json={"error": "every slot is busy"})
+
+    return handler
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [503, 429])
+async def test_503_or_429_with_retry_after_is_node_busy(status: int, stream: bool) -> None:
+    async with client(refusing(status, {"Retry-After": "2"})) as node:
+        with pytest.raises(NodeBusy) as caught:
+            await node.generate(request(), stream=stream)
+    busy = caught.value
+    assert (busy.status, busy.retry_after, busy.node) == (status, 2.0, "127.0.0.1:8088")
+    assert "every slot is busy" in str(busy) and "retry after 2s" in str(busy)
+    assert busy.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [(503, {}), (429, {}), (503, {"Retry-After": "whenever"}), (500, {"Retry-After": "1"})],
+    ids=["503-no-header", "429-no-header", "unreadable-header", "500-with-header"],
+)
+async def test_other_refusals_stay_plain_server_errors(status: int, headers: dict[str, str]) -> None:
+    async with client(refusing(status, headers)) as node:
+        with pytest.raises(ServerError) as caught:
+            await node.generate(request(), stream=False)
+    assert not isinstance(caught.value, NodeBusy)
+    assert caught.value.status == status
+
+
+async def test_a_busy_error_hides_the_api_key() -> None:
+    async def handler(req: httpx.Request) -> httpx.Response:
+        quoted = req.headers["Authorization"]
+        return httpx.Response(503, headers={"Retry-After": "1"}, json={"error": quoted})
+
+    async with client(handler, api_key="s3cret") as node:
+        with pytest.raises(NodeBusy) as caught:
+            await node.generate(request(), stream=False)
+    assert "s3cret" not in str(caught.value) and "s3cret" not in caught.value.body
+
+
+# ------------------------------------------------------------------ slots
+
+
+def routes(table: dict[str, tuple[int, Any]], seen: list[str]) -> Handler:
+    async def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req.url.path)
+        status, payload = table.get(req.url.path, (404, {"error": "no route"}))
+        return httpx.Response(status, json=payload)
+
+    return handler
+
+
+HEALTH = {"status": "ok", "engines": ["smollm2"], "slots": 4, "busy": 0, "queue": 0}
+
+
+@pytest.mark.parametrize(
+    ("api", "table", "slots", "asked"),
+    [
+        (Api.textsynth, {"/health": (200, HEALTH)}, 4, ["/health"]),
+        (
+            Api.textsynth,
+            {
+                "/health": (200, {"status": "ok"}),
+                "/v1/engines": (200, {"engines": [{"id": "smollm2", "slots": 3}]}),
+            },
+            3,
+            ["/health", "/v1/engines"],
+        ),
+        (Api.textsynth, {}, None, ["/health", "/v1/engines"]),
+        (Api.openai, {"/props": (200, {"total_slots": 2})}, 2, ["/props"]),
+        (Api.openai, {"/health": (200, HEALTH)}, None, ["/props"]),
+    ],
+    ids=["our-node-health", "older-node-listing", "ts-server", "llama-cpp", "vllm"],
+)
+async def test_slots_asks_the_protocols_places_in_order(
+    api: Api, table: dict[str, tuple[int, Any]], slots: int | None, asked: list[str]
+) -> None:
+    seen: list[str] = []
+    async with client(routes(table, seen), api=api) as node:
+        assert await node.slots("smollm2") == slots
+    assert seen == asked
+
+
+async def test_slots_of_an_unreachable_node_is_a_transport_error() -> None:
+    async with client(raising(httpx.ConnectError("refused"))) as node:
+        with pytest.raises(TransportError):
+            await node.slots("smollm2")

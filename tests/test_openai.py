@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner._errors import ProtocolError, ServerError
-from runner._openai import StreamDecoder, build, parse, parse_engines
+from runner._openai import StreamDecoder, build, parse, parse_engines, parse_slots
 from runner._request import Api, Completion, GenerationRequest, Style
 
 NODE = "127.0.0.1:8000"
@@ -351,3 +351,162 @@ def test_model_listing_gives_ids() -> None:
 
 def test_server_without_model_listing_gives_none() -> None:
     assert parse_engines(404, body({"detail": "Not Found"}), node=NODE) is None
+
+
+# ------------------------------------------------------------------ llama.cpp's server, recorded
+# Bodies as llama.cpp's server (xllamacpp, ``python -m runner.node.llama_server``) sent them
+# to SmolLM2 requests; only ``id`` and ``created`` shortened.
+
+LLAMA_TIMINGS = {
+    "cache_n": 30,
+    "prompt_n": 1,
+    "prompt_ms": 18.273,
+    "predicted_n": 5,
+    "predicted_ms": 55.565,
+    "predicted_per_second": 71.98776208044633,
+}
+LLAMA_CHAT = {
+    "choices": [
+        {
+            "finish_reason": "length",
+            "index": 0,
+            "message": {"role": "assistant", "content": "I'm happy to help! Just checking"},
+        }
+    ],
+    "created": 1,
+    "model": "smollm2",
+    "system_fingerprint": "b0-unknown",
+    "object": "chat.completion",
+    "usage": {
+        "completion_tokens": 8,
+        "prompt_tokens": 31,
+        "total_tokens": 39,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    },
+    "id": "chatcmpl-x",
+    "timings": LLAMA_TIMINGS | {"cache_n": 0, "prompt_n": 31, "predicted_n": 8},
+}
+LLAMA_TEXT = {
+    "choices": [
+        {
+            "text": " and create a new recipe based on the",
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "length",
+        }
+    ],
+    "object": "text_completion",
+    "usage": {"completion_tokens": 8, "prompt_tokens": 1, "total_tokens": 9},
+    "timings": LLAMA_TIMINGS | {"cache_n": 0, "prompt_n": 1, "predicted_n": 8},
+}
+
+
+def _chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"choices": choices, "id": "chatcmpl-y", "model": "smollm2"} | extra
+
+
+LLAMA_STREAM_EVENTS = [
+    _chunk([{"finish_reason": None, "index": 0, "delta": {"role": "assistant", "content": None}}]),
+    _chunk([{"finish_reason": None, "index": 0, "delta": {"content": "Hello"}}]),
+    _chunk([{"finish_reason": None, "index": 0, "delta": {"content": "!"}}]),
+    _chunk([{"finish_reason": None, "index": 0, "delta": {"content": " How can I"}}]),
+]
+LLAMA_STREAM_END = [{"finish_reason": "length", "index": 0, "delta": {}}]
+LLAMA_USAGE = {
+    "completion_tokens": 5,
+    "prompt_tokens": 31,
+    "total_tokens": 36,
+    "prompt_tokens_details": {"cached_tokens": 30},
+}
+
+
+@pytest.mark.parametrize(
+    ("obj", "tokens"),
+    [(LLAMA_CHAT, (31, 8)), (LLAMA_TEXT, (1, 8))],
+    ids=["chat", "completion"],
+)
+def test_llama_cpp_whole_answers_give_their_usage(obj: dict[str, Any], tokens: tuple) -> None:
+    completion = parse(200, body(obj), node=NODE)
+    assert (completion.input_tokens, completion.output_tokens) == tokens
+    assert completion.finish_reason == "length"
+
+
+def test_llama_cpp_stream_with_include_usage_gives_the_final_usage() -> None:
+    data = sse(
+        *LLAMA_STREAM_EVENTS,
+        _chunk(LLAMA_STREAM_END),
+        _chunk([], usage=LLAMA_USAGE, timings=LLAMA_TIMINGS),
+    )
+    completion = decode(data)
+    assert completion.text == "Hello! How can I"
+    assert (completion.input_tokens, completion.output_tokens) == (31, 5)
+
+
+def test_llama_cpp_stream_without_usage_gives_the_timings_counts() -> None:
+    """Without ``include_usage`` llama.cpp sends only ``timings`` on the last event."""
+    data = sse(*LLAMA_STREAM_EVENTS, _chunk(LLAMA_STREAM_END, timings=LLAMA_TIMINGS))
+    completion = decode(data)
+    assert (completion.input_tokens, completion.output_tokens) == (31, 5)
+
+
+def test_llama_cpp_completion_stream_gives_usage_on_its_finishing_event() -> None:
+    data = sse(
+        {"choices": [{"text": "-", "index": 0, "logprobs": None, "finish_reason": None}]},
+        {"choices": [{"text": "fit", "index": 0, "logprobs": None, "finish_reason": None}]},
+        {
+            "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}],
+            "usage": {"completion_tokens": 2, "prompt_tokens": 1, "total_tokens": 3},
+            "timings": LLAMA_TIMINGS,
+        },
+    )
+    completion = decode(data)
+    assert (completion.text, completion.input_tokens, completion.output_tokens) == ("-fit", 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("timings", "tokens"),
+    [
+        ({"prompt_n": 4, "cache_n": 6, "predicted_n": 3}, (10, 3)),
+        ({"prompt_n": 4, "predicted_n": 0}, (4, 0)),
+        ({"predicted_n": 7}, (None, 7)),
+        ({"predicted_n": "7", "prompt_n": True}, (None, None)),
+        ({"predicted_n": -1}, (None, None)),
+        ([1, 2], (None, None)),
+        (None, (None, None)),
+    ],
+    ids=["cached-prompt", "zero", "answer-only", "wrong-types", "negative", "not-an-object", "none"],
+)
+def test_timings_stand_in_for_a_missing_usage_leniently(timings: Any, tokens: tuple) -> None:
+    obj = {"choices": [{"text": "a", "finish_reason": "stop"}], "timings": timings}
+    completion = parse(200, body(obj), node=NODE)
+    assert (completion.input_tokens, completion.output_tokens) == tokens
+
+
+def test_usage_wins_over_timings() -> None:
+    obj = {
+        "choices": [{"text": "a", "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1},
+        "timings": {"prompt_n": 50, "predicted_n": 50},
+    }
+    completion = parse(200, body(obj), node=NODE)
+    assert (completion.input_tokens, completion.output_tokens) == (2, 1)
+
+
+# ------------------------------------------------------------------ slots
+
+
+@pytest.mark.parametrize(
+    ("status", "raw", "slots"),
+    [
+        (200, body({"total_slots": 2, "model_alias": "smollm2", "default_generation_settings": {}}), 2),
+        (200, body({"model_alias": "smollm2"}), None),
+        (200, body({"total_slots": 0}), None),
+        (200, body({"total_slots": True}), None),
+        (200, body([2]), None),
+        (200, b"<html>", None),
+        (404, body({"detail": "Not Found"}), None),
+    ],
+    ids=["llama-cpp", "no-total-slots", "zero", "boolean", "not-an-object", "not-json", "vllm-404"],
+)
+def test_props_total_slots_are_the_nodes_slots(status: int, raw: bytes, slots: int | None) -> None:
+    assert parse_slots("/props", status, raw, engine="smollm2") == slots

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from runner import _textsynth
 from runner._errors import ProtocolError, ServerError
 from runner._request import Api, Completion, GenerationRequest, Style
-from runner._textsynth import BODY_LIMIT, StreamDecoder, build, parse, parse_engines
+from runner._textsynth import (
+    BODY_LIMIT,
+    StreamDecoder,
+    build,
+    parse,
+    parse_engines,
+    parse_slots,
+)
 
 NODE = "10.0.0.5:8088"
 
@@ -312,3 +319,65 @@ def test_listing_server_error_is_raised() -> None:
 def test_bad_listing_is_a_protocol_error(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
         parse_engines(200, raw, node=NODE)
+
+
+# ------------------------------------------------------------------ slots
+
+OUR_HEALTH = {"status": "ok", "engines": ["smollm2"], "slots": 4, "busy": 1, "queue": 0}
+OUR_ENGINES = {
+    "engines": [
+        {"id": "smollm2", "n_ctx": 2048, "slots": 4, "busy": 1, "queue": 0},
+        {"id": "other", "n_ctx": 2048, "slots": 2, "busy": 0, "queue": 0},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "raw", "slots"),
+    [
+        ("/health", 200, body(OUR_HEALTH), 4),
+        ("/health", 200, body({"status": "ok", "slots": 3}), 3),
+        ("/health", 200, body(OUR_HEALTH | {"engines": ["smollm2", "other"], "slots": 6}), None),
+        ("/health", 200, body(OUR_HEALTH | {"engines": ["other"]}), None),
+        ("/health", 200, body({"status": "ok", "pid": 12}), None),
+        ("/health", 200, body(OUR_HEALTH | {"slots": 0}), None),
+        ("/health", 200, body(OUR_HEALTH | {"slots": 2.5}), None),
+        ("/health", 200, body(OUR_HEALTH | {"slots": True}), None),
+        ("/health", 200, b"OK", None),
+        ("/health", 404, b"Not Found", None),
+        ("/health", 503, body(OUR_HEALTH), None),
+        ("/v1/engines", 200, body(OUR_ENGINES), 4),
+        ("/v1/engines", 200, body({"data": [{"name": "smollm2", "slots": 8}]}), 8),
+        ("/v1/engines", 200, body([{"id": "smollm2", "slots": 1}]), 1),
+        ("/v1/engines", 200, body({"engines": [{"id": "smollm2"}]}), None),
+        ("/v1/engines", 200, body({"engines": ["smollm2"]}), None),
+        ("/v1/engines", 200, body({"engines": [{"id": "other", "slots": 2}]}), None),
+        ("/v1/engines", 200, body({"engines": 3}), None),
+        ("/v1/engines", 404, b"Not Found", None),
+    ],
+    ids=[
+        "health",
+        "health-without-engine-list",
+        "health-shared-by-engines",
+        "health-other-engine",
+        "health-without-slots",
+        "health-zero",
+        "health-fraction",
+        "health-boolean",
+        "health-not-json",
+        "ts-server-health-404",
+        "health-not-200",
+        "listing",
+        "listing-data-name",
+        "listing-bare-list",
+        "listing-without-slots",
+        "listing-of-ids",
+        "listing-without-the-engine",
+        "listing-not-a-list",
+        "ts-server-listing-404",
+    ],
+)
+def test_a_node_says_its_slots_for_the_engine_or_nothing(
+    path: str, status: int, raw: bytes, slots: int | None
+) -> None:
+    assert parse_slots(path, status, raw, engine="smollm2") == slots

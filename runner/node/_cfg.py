@@ -38,9 +38,9 @@ ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 MODEL_KEYS = frozenset({"name", "filename"})
 
-DEFAULT_N_PARALLEL = 8
-"""Sequences per model when the file does not say: the best total throughput measured on a
-2-core machine with SmolLM2-135M (docs/node.md, "Choosing n_parallel")."""
+DEFAULT_N_PARALLEL = 4
+"""Sequences per model when the file does not say: the best movie_details wall time measured
+on a 2-core machine with SmolLM2-135M (docs/node.md, "Measured figures")."""
 
 
 @dataclass(frozen=True)

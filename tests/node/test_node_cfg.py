@@ -49,7 +49,7 @@ def test_defaults(folder: Path) -> None:
     cfg = load_config(write(folder, '{models: [{name: "a", filename: "m.gguf"}]}'))
     assert cfg.local_port == 8080
     assert cfg.bind_addr == "127.0.0.1"
-    assert (cfg.n_parallel, cfg.n_ctx, cfg.max_queue) == (8, 2048, 16)
+    assert (cfg.n_parallel, cfg.n_ctx, cfg.max_queue) == (4, 2048, 16)
     assert cfg.n_threads == (os.cpu_count() or 1)  # every core: one process serves them all
     assert cfg.max_body_bytes == 1 << 20
     assert (cfg.log_filename, cfg.log_start, cfg.ignored) == (None, False, ())
