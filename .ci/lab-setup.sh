@@ -4,12 +4,19 @@
 # Lab hosts are network namespaces on this machine and share its /usr and dpkg database, so
 # the packages the deploys want on a node are installed here first: apt is then a no-op on
 # the lab hosts (which have no route to a package mirror). Run as root; idempotent.
+#
+# pyinfra goes into the project's venv (PYTHON, default .venv/bin/python; `make install-test`
+# passes it), never into the system Python.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "lab-setup: run as root (apt-get, network namespaces)" >&2
+  exit 1
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' 2>/dev/null; then
+  echo "lab-setup: $PYTHON is not a virtual environment's python (or is missing): run \`make install\` first, or set PYTHON=/path/to/venv/bin/python" >&2
   exit 1
 fi
 
