@@ -422,7 +422,9 @@ async def test_503_or_429_with_retry_after_is_node_busy(status: int, stream: boo
     [(503, {}), (429, {}), (503, {"Retry-After": "whenever"}), (500, {"Retry-After": "1"})],
     ids=["503-no-header", "429-no-header", "unreadable-header", "500-with-header"],
 )
-async def test_other_refusals_stay_plain_server_errors(status: int, headers: dict[str, str]) -> None:
+async def test_other_refusals_stay_plain_server_errors(
+    status: int, headers: dict[str, str]
+) -> None:
     async with client(refusing(status, headers)) as node:
         with pytest.raises(ServerError) as caught:
             await node.generate(request(), stream=False)

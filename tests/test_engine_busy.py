@@ -22,7 +22,9 @@ NO_HEDGE = replace(SETTINGS, hedge=False)
 
 async def test_busy_answers_are_retried_without_counting_as_failures(autojump_clock: Any) -> None:
     settings = replace(NO_HEDGE, max_attempts=2, breaker_failures=1)
-    engine, records = await run_engine({1: FakeNode(busy_first=10)}, make_work(3), settings=settings)
+    engine, records = await run_engine(
+        {1: FakeNode(busy_first=10)}, make_work(3), settings=settings
+    )
     assert_each_item_once(records, 3)
     assert all(r["status"] == "ok" and r["errors"] == [] for r in records)
     (node,) = engine.nodes

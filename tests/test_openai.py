@@ -474,7 +474,15 @@ def test_llama_cpp_completion_stream_gives_usage_on_its_finishing_event() -> Non
         ([1, 2], (None, None)),
         (None, (None, None)),
     ],
-    ids=["cached-prompt", "zero", "answer-only", "wrong-types", "negative", "not-an-object", "none"],
+    ids=[
+        "cached-prompt",
+        "zero",
+        "answer-only",
+        "wrong-types",
+        "negative",
+        "not-an-object",
+        "none",
+    ],
 )
 def test_timings_stand_in_for_a_missing_usage_leniently(timings: Any, tokens: tuple) -> None:
     obj = {"choices": [{"text": "a", "finish_reason": "stop"}], "timings": timings}
@@ -498,7 +506,11 @@ def test_usage_wins_over_timings() -> None:
 @pytest.mark.parametrize(
     ("status", "raw", "slots"),
     [
-        (200, body({"total_slots": 2, "model_alias": "smollm2", "default_generation_settings": {}}), 2),
+        (
+            200,
+            body({"total_slots": 2, "model_alias": "smollm2", "default_generation_settings": {}}),
+            2,
+        ),
         (200, body({"model_alias": "smollm2"}), None),
         (200, body({"total_slots": 0}), None),
         (200, body({"total_slots": True}), None),
