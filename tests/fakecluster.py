@@ -102,7 +102,6 @@ class FakeNode:
             },
         )
 
-
     async def _get(self, request: httpx.Request) -> httpx.Response:
         await trio.sleep(self.health_delay)
         if request.url.path != "/health":
