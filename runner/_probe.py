@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx
 import trio
 from rich.console import Console
 from rich.table import Table
@@ -48,9 +49,11 @@ class ProbeResult:
     text: str | None = None
 
 
-async def probe_node(spec: NodeSpec, cfg: RunConfig) -> ProbeResult:
+async def probe_node(
+    spec: NodeSpec, cfg: RunConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> ProbeResult:
     """Ask one node which engines it serves and how many sequences it runs at once, then for
-    a short completion."""
+    a short completion (``transport`` replaces the network in tests)."""
     engine = cfg.engine
     result = ProbeResult(
         node=spec.name,
@@ -75,6 +78,7 @@ async def probe_node(spec: NodeSpec, cfg: RunConfig) -> ProbeResult:
         connect_timeout=engine.connect_timeout,
         stall_timeout=engine.stall_timeout,
         max_connections=2,
+        transport=transport,
     ) as client:
         try:
             with trio.fail_after(engine.probe_timeout):

@@ -42,6 +42,7 @@ class FakeNode:
     health_delay: float = 0.0  # GET /health answers after this long
     requests: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # when each request came
+    gets: list[str] = field(default_factory=list)  # paths of GET requests (health, listing)
     served: int = 0
     active: int = 0
 
@@ -103,6 +104,7 @@ class FakeNode:
         )
 
     async def _get(self, request: httpx.Request) -> httpx.Response:
+        self.gets.append(request.url.path)
         await trio.sleep(self.health_delay)
         if request.url.path != "/health":
             return httpx.Response(404, json={"error": "no route"})

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner._nodes import LatencyHistogram, NodeSpec, NodeState
+from runner._nodes import LatencyHistogram, NodeSpec, NodeState, SlotsFrom
 
 
 def _nearest_rank(values: list[float], q: float) -> float:
@@ -48,3 +48,16 @@ def test_report_line_has_no_latencies_before_the_first_answer() -> None:
     assert line["latency_p50_s"] == pytest.approx(0.25, rel=0.006)
     assert line["latency_p95_s"] == pytest.approx(0.5, rel=0.006)
     assert line["tokens_per_s"] == 40.0
+
+
+@pytest.mark.parametrize("slots_from", list(SlotsFrom))
+def test_report_line_says_the_nodes_slots_and_where_they_came_from(slots_from: SlotsFrom) -> None:
+    node = NodeState(NodeSpec("n1", "http://127.0.0.1:1", slots=3, slots_from=slots_from))
+    node.busy = 2
+    line = node.stats()
+    assert (line["slots"], line["slots_from"], line["busy"], line["errors"]) == (
+        3,
+        slots_from.value,
+        2,
+        0,
+    )

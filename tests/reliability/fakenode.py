@@ -16,12 +16,17 @@ Behaviour is set at start (``--behaviour JSON``) and changed while it runs with
 
 - ``delay``: seconds before the answer starts; ``chunk_delay``: seconds between stream chunks.
 - ``faults``: a list consumed one per generation request: ``"500"``, ``"429"`` (an error
-  status with a JSON error body), ``"malformed"`` (200 with an HTML body), ``"truncated"``
-  (a stream cut off mid-chunk; a plain answer cut off before its promised length),
+  status with a JSON error body), ``"busy"`` (503 with ``Retry-After: <retry_after>``, as our
+  node answers when every slot and its queue are taken), ``"malformed"`` (200 with an HTML
+  body), ``"truncated"`` (a stream cut off mid-chunk; a plain answer cut off before its
+  promised length),
   ``"wrongjson"`` (200 with JSON that is not an answer), ``"stall"`` (a stream that sends one
   chunk, then nothing for ``stall_hold`` seconds), ``"ok"``.
 - ``refuse``: substrings; a prompt holding one always gets a 500 (a "bad row").
 - ``echo_auth``: error bodies quote the request's Authorization header (a hostile node).
+- ``retry_after``: the ``Retry-After`` header of ``"busy"`` answers (default ``"1"``).
+- ``slots``: when set, ``GET /health`` says it (``{"engines": ["smollm2"], "slots": N}``), as
+  our node does; by default it says nothing about slots, like ts_server.
 - ``api_key_env`` (start only, a variable name): requests must carry that Bearer key, else 401.
 """
 
@@ -54,6 +59,8 @@ class State:
             "refuse": [],
             "echo_auth": False,
             "stall_hold": STALL_HOLD,
+            "retry_after": "1",
+            "slots": None,
         } | behaviour
         self.api_key = api_key
         self.log_fd = (
@@ -94,10 +101,18 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send(
-            self, status: int, payload: Any, *, raw: bytes | None = None, length: int | None = None
+            self,
+            status: int,
+            payload: Any,
+            *,
+            raw: bytes | None = None,
+            length: int | None = None,
+            headers: dict[str, str] | None = None,
         ) -> None:
             data = raw if raw is not None else json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data) if length is None else length))
             self.end_headers()
@@ -110,7 +125,10 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/health":
-                self._send(200, {"status": "ok", "pid": os.getpid()})
+                health: dict[str, Any] = {"status": "ok", "pid": os.getpid()}
+                if state.behaviour["slots"] is not None:
+                    health |= {"engines": ["smollm2"], "slots": state.behaviour["slots"]}
+                self._send(200, health)
             elif self.path == "/_control":
                 with state.lock:
                     self._send(200, {**state.behaviour, "served": state.served})
@@ -158,6 +176,10 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             behaviour = state.behaviour
             if fault in ("500", "429", "503"):
                 self._error(int(fault), "overloaded")
+                return
+            if fault == "busy":
+                retry_after = str(behaviour["retry_after"])
+                self._send(503, {"error": "busy"}, headers={"Retry-After": retry_after})
                 return
             if any(r in prompt for r in behaviour["refuse"]):
                 self._error(500, "refused: this row always fails here")

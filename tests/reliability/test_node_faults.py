@@ -8,6 +8,7 @@ the consolidated output equals the journal.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -127,6 +128,39 @@ def test_a_lone_node_that_misbehaves_in_bursts_still_answers_every_item(
     survived = [r for r in _results(job) if r["errors"]]
     assert survived, "no record mentions the faults it survived"
     record(ledger, f"lone node: burst of {count} × {fault}", tally.row(), proc.returncode)
+
+
+def test_a_lone_busy_node_is_waited_for_without_failures(
+    cluster: Cluster, job: Job, ledger: Ledger
+) -> None:
+    """503 + Retry-After is "come back": no item attempt is spent, the node is not benched
+    (one failure would bench it here, one failure would fail an item)."""
+    node = cluster.add("full", behaviour={"faults": ["busy"] * 8, "retry_after": "0"})
+    strict = ("engine.max_attempts=1", "engine.breaker_failures=1")
+    proc = job.run("run", *cluster.overrides(), *FAST_ENGINE, *strict)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["fault"] for r in node.requests()[:8]] == ["busy"] * 8
+    tally = check_run(job, "run", sent=cluster.item_requests())
+    assert (tally.ok, tally.lost, tally.duplicated) == (40, 0, 0)
+    (line,) = json.loads((job.run_dir("run") / "report.json").read_text())["nodes"].values()
+    assert (line["busy"], line["errors"], line["health"]) == (8, 0, "admitted")
+    record(ledger, "lone node: burst of 8 × 503 busy (Retry-After)", tally.row(), proc.returncode)
+
+
+def test_nodes_without_configured_slots_get_the_slots_they_report(
+    cluster: Cluster, job: Job
+) -> None:
+    cluster.add("says", behaviour={"slots": 3, **STEADY})
+    cluster.add("silent", behaviour=STEADY)
+    proc = job.run("run", *cluster.overrides(), *FAST_ENGINE, "engine.slots=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    nodes = json.loads((job.run_dir("run") / "report.json").read_text())["nodes"]
+    assert sorted((n["slots"], n["slots_from"]) for n in nodes.values()) == [
+        (2, "default"),
+        (3, "node"),
+    ]
+    said = (job.run_dir("run") / "runner.log").read_text()
+    assert "(3 slots, node)" in said and "(2 slots, default)" in said
 
 
 def test_without_streaming_bad_bodies_and_cut_answers_are_retried_too(
