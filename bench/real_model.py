@@ -1,23 +1,20 @@
-"""``python -m bench.real_model``: real tokens/s through the runner against each node alone.
+"""``python -m bench.real_model``: the runner over the real local cluster against the engine's
+own limit, side by side in one run.
 
-Starts the local cluster (one node per core, one llama.cpp thread each, SmolLM2-135M), then
-for each of ``--rounds`` rounds:
+For each round, each layout (``NODESxTHREADSxSLOTS``, default ``2x1x4``: the local
+cluster's default) and each job (default ``movie_details`` and ``movie_synopsis``):
 
-1. **alone** — for each node in turn, with the other nodes idle, a plain sequential client
-   (httpx, one request at a time, whole answers) sends the first ``--solo-items`` requests
-   of the job, built exactly as the runner builds them (same template, sampling parameters
-   and seeds); the node's speed is its output tokens / the wall time of those requests;
-2. **runner** — the whole job through the runner (``runner._run.run``: scan, engine,
-   journals, output file) against the same nodes (``cluster=static`` with their addresses,
-   no resume), timed from the start of the run to its report: output tokens / wall time.
+1. **engine limit**: ``python -m bench.engine_limit`` in a fresh process: the node's
+   engine in-process with the same layout, the job's requests built as the runner builds
+   them, plain threads (slots per engine) calling it directly: no HTTP, no node, no runner.
+2. **runner**: a fresh local cluster with that layout (``python -m runner.node`` processes)
+   and the whole job through the runner (``runner._run.run``: scan, engine, journals,
+   output), timed by the runner's report from the start of the run to its end.
 
-3. **all at once** — the same plain clients on every node at the same time (one thread
-   each): what the machine gives when every node works, with no scheduling at all.
-
-It prints, per round and as medians, each node's speed alone, their sum, all at once, the
-runner's throughput and the ratios runner / sum and runner / all at once. Every measure is
-taken side by side in one session, so a busy machine slows each; the load average is
-printed before and after.
+Tokens are those of the answers kept (``results.jsonl``), counted as the node counts them.
+It prints each measure as it comes, then medians per layout and job and the ratio
+runner / limit; the load average before and after; ``--out`` writes it all as JSON.
+Every measure is taken in the same session, interleaved, so a busy machine slows each.
 """
 
 from __future__ import annotations
@@ -26,29 +23,27 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import httpx
 from hydra import compose, initialize_config_dir
 from rich.console import Console
 
 from runner._checks import to_run_config
 from runner._config import RunConfig, register
-from runner._local import LocalNode, local_cluster
-from runner._plan import prepare
+from runner._local import local_cluster
 from runner._run import run
-from runner._textsynth import build
 
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def job_config(job: str, nodes: Sequence[LocalNode], workdir: Path) -> RunConfig:
-    """The runner's configuration for ``job`` over the already running ``nodes``."""
-    listing = ", ".join(f'{{address: "{n.address}", name: {n.name}}}' for n in nodes)
+def job_config(job: str, addresses: Sequence[str], workdir: Path) -> RunConfig:
+    """The runner's configuration for ``job`` over nodes already running at ``addresses``."""
+    listing = ", ".join(f'{{address: "{a}", name: local-{i + 1}}}' for i, a in enumerate(addresses))
     register()
     with initialize_config_dir(config_dir=str(_ROOT / "conf"), version_base="1.3"):
         cfg = compose(
@@ -66,90 +61,105 @@ def job_config(job: str, nodes: Sequence[LocalNode], workdir: Path) -> RunConfig
     return to_run_config(cfg)
 
 
-def alone(node: LocalNode, cfg: RunConfig, items: int) -> float:
-    """Output tokens/s of ``node`` serving the job's first ``items`` requests one by one."""
-    tokens = 0
-    started = time.perf_counter()
-    with httpx.Client(base_url=node.url, timeout=600) as client:
-        for index, work in enumerate(prepare(cfg).work()):
-            if index == items:
-                break
-            path, body = build(work.request, stream=False)
-            answer = client.post(path, json=body)
-            answer.raise_for_status()
-            tokens += int(answer.json()["output_tokens"])
-    return tokens / (time.perf_counter() - started)
+def layout(text: str) -> tuple[int, int, int]:
+    """``2x1x4`` → (nodes, threads, slots)."""
+    nodes, threads, slots = (int(part) for part in text.split("x"))
+    return nodes, threads, slots
 
 
-def together(nodes: Sequence[LocalNode], cfg: RunConfig, items: int) -> float:
-    """Output tokens/s of plain sequential clients on every node at once (threads): what
-    the machine gives when all nodes work, with no scheduling at all."""
-    speeds: dict[str, float] = {}
-    threads = [
-        threading.Thread(target=lambda n=n: speeds.__setitem__(n.name, alone(n, cfg, items)))
-        for n in nodes
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(speeds.values())
+def engine_limit(job: str, nodes: int, threads: int, slots: int) -> dict[str, Any]:
+    """The engine's own figures, from a fresh process."""
+    command = [sys.executable, "-m", "bench.engine_limit", "--job", job]
+    command += ["--nodes", str(nodes), "--threads", str(threads), "--parallel", str(slots)]
+    done = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"bench.engine_limit failed: {done.stderr[-800:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
-def through_runner(cfg: RunConfig, run_dir: Path) -> tuple[float, int, int]:
-    """Output tokens/s of the whole job through the runner; and its ok and item counts."""
-    outcome = run(cfg, run_dir, console=Console(stderr=True, quiet=True))
+def through_runner(job: str, nodes: int, threads: int, slots: int, tmp: Path) -> dict[str, Any]:
+    """The runner's figures over a fresh local cluster."""
+    with local_cluster(nodes=nodes, threads=threads, parallel=slots) as cluster:
+        cfg = job_config(job, [n.address for n in cluster], tmp)
+        run_dir = tmp / "run"
+        outcome = run(cfg, run_dir, console=Console(stderr=True, quiet=True))
     if outcome.exit_code != 0:
         raise SystemExit(f"the runner's run failed: {outcome.summary}")
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-    totals = report["totals"]
-    return totals["output_tokens"] / report["wall_time_s"], totals["ok"], totals["items"]
+    kept = [
+        json.loads(line)
+        for line in (run_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    tokens = sum(int(record.get("output_tokens") or 0) for record in kept)
+    wall = float(report["wall_time_s"])
+    return {
+        "job": job,
+        "layout": f"{nodes}x{threads}x{slots}",
+        "ok": report["totals"]["ok"],
+        "items": report["totals"]["items"],
+        "requests_sent": report["totals"]["requests_sent"],
+        "wall_s": wall,
+        "output_tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 2),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.real_model", description=__doc__)
-    parser.add_argument("--job", default="movie_synopsis")
-    parser.add_argument("--nodes", type=int, default=0, help="local nodes (0: one per core)")
+    parser.add_argument("--jobs", default="movie_details,movie_synopsis")
+    parser.add_argument("--layouts", default="2x1x4", help="comma-separated NODESxTHREADSxSLOTS")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--solo-items", type=int, default=10, help="requests per node alone")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    sums: list[float] = []
-    runner_speeds: list[float] = []
-    togethers: list[float] = []
-    speeds: dict[str, list[float]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="real-model-") as tmp,
-        local_cluster(nodes=args.nodes, threads=1) as nodes,
-    ):
-        workdir = Path(tmp)
-        cfg = job_config(args.job, nodes, workdir)
-        for r in range(args.rounds):
-            solo = {n.name: alone(n, cfg, args.solo_items) for n in nodes}
-            for name, speed in solo.items():
-                speeds.setdefault(name, []).append(speed)
-            both = together(nodes, cfg, args.solo_items)
-            speed, ok, items = through_runner(cfg, workdir / f"run-{r}")
-            sums.append(sum(solo.values()))
-            togethers.append(both)
-            runner_speeds.append(speed)
-            alone_text = ", ".join(f"{name} {s:.1f}" for name, s in solo.items())
-            print(
-                f"round {r + 1}: alone {alone_text} (sum {sums[-1]:.1f}) tokens/s; "
-                f"plain clients on all nodes at once {both:.1f}; "
-                f"runner {speed:.1f} tokens/s ({ok}/{items} ok); "
-                f"ratio {speed / sums[-1]:.3f} (to all at once {speed / both:.3f})",
-                flush=True,
-            )
-    ratios = [s / t for s, t in zip(runner_speeds, sums, strict=True)]
-    medians = ", ".join(f"{name} {statistics.median(v):.1f}" for name, v in speeds.items())
-    print(f"median alone: {medians} tokens/s; sum {statistics.median(sums):.1f}")
-    print(f"median runner: {statistics.median(runner_speeds):.1f} tokens/s")
-    print(f"median plain clients on all nodes at once: {statistics.median(togethers):.1f}")
-    print(f"median ratio runner / sum of nodes alone: {statistics.median(ratios):.3f}")
-    at_once = [s / t for s, t in zip(runner_speeds, togethers, strict=True)]
-    print(f"median ratio runner / all nodes at once: {statistics.median(at_once):.3f}")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    jobs = args.jobs.split(",")
+    layouts = [layout(text) for text in args.layouts.split(",")]
+    load_before = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
+    measures: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        for nodes, threads, slots in layouts:
+            for job in jobs:
+                limit = engine_limit(job, nodes, threads, slots)
+                with tempfile.TemporaryDirectory(prefix="real-model-") as tmp:
+                    runner = through_runner(job, nodes, threads, slots, Path(tmp))
+                entry = {"round": round_ + 1, "limit": limit, "runner": runner}
+                measures.append(entry)
+                print(
+                    f"round {round_ + 1} {job} {limit['layout']}: engine limit "
+                    f"{limit['tokens_per_s']:.1f} tokens/s ({limit['wall_s']:.1f} s); runner "
+                    f"{runner['tokens_per_s']:.1f} tokens/s ({runner['wall_s']:.1f} s, "
+                    f"{runner['ok']}/{runner['items']} ok, {runner['requests_sent']} requests); "
+                    f"ratio {runner['tokens_per_s'] / limit['tokens_per_s']:.3f}",
+                    flush=True,
+                )
+    medians: dict[str, dict[str, float]] = {}
+    for entry in measures:
+        key = f"{entry['runner']['job']} {entry['runner']['layout']}"
+        medians.setdefault(key, {})
+    for key in medians:
+        same = [e for e in measures if f"{e['runner']['job']} {e['runner']['layout']}" == key]
+        limit = statistics.median(e["limit"]["tokens_per_s"] for e in same)
+        runner = statistics.median(e["runner"]["tokens_per_s"] for e in same)
+        ratio = statistics.median(
+            e["runner"]["tokens_per_s"] / e["limit"]["tokens_per_s"] for e in same
+        )
+        medians[key] = {"limit_tokens_per_s": limit, "runner_tokens_per_s": runner, "ratio": ratio}
+        print(
+            f"median {key}: engine limit {limit:.1f}, runner {runner:.1f} tokens/s; "
+            f"median ratio {ratio:.3f}"
+        )
+    load_after = os.getloadavg()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
+    if args.out:
+        result = {
+            "load_before": load_before,
+            "load_after": load_after,
+            "measures": measures,
+            "medians": medians,
+        }
+        args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
