@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 limit = engine_limit(job, nodes, threads, slots)
                 with tempfile.TemporaryDirectory(prefix="real-model-") as tmp:
                     runner = through_runner(job, nodes, threads, slots, Path(tmp))
-                entry = {"round": round_ + 1, "limit": limit, "runner": runner}
+                entry: dict[str, Any] = {"round": round_ + 1, "limit": limit, "runner": runner}
                 measures.append(entry)
                 print(
                     f"round {round_ + 1} {job} {limit['layout']}: engine limit "
