@@ -2,13 +2,16 @@
 
 Hydra and the dataclass schemas already reject unknown keys, misspelt options and wrong
 types. What they let through is checked here: keys appended with ``+key=value`` that the
-schema does not declare, required values left as ``???`` and numbers out of range. Every
-problem is one line naming the key.
+schema does not declare, required values left as ``???``, numbers out of range, and names
+that become file names (``job.name``, ``job.output.filename``) but are not a plain file name,
+so no file lands outside the journal or the run directory. Every problem is one line naming
+the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +25,7 @@ from ._errors import ConfigError
 _POSITIVE = {
     "engine.slots": 1,
     "engine.max_slots": 1,
-    "engine.slots_timeout": 0,
+    "engine.startup_timeout": 0,
     "engine.connect_timeout": 0,
     "engine.stall_timeout": 0,
     "engine.request_timeout": 0,
@@ -44,6 +47,11 @@ _NON_NEGATIVE = (
     "cluster.local.threads",  # 0: the cores shared among the nodes
     "cluster.local.parallel",  # 0: the node's own default
 )
+
+
+# a plain file name: letters, digits, '_', '-' and '.', not starting with '.'; at most 200
+# characters (the journal's name adds ``.jsonl.lock`` and a file name stops at 255 bytes)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
@@ -127,5 +135,11 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError("cluster.inventory: an inventory cluster needs an inventory file")
     if cfg.cluster.scheme not in ("http", "https"):
         raise ConfigError(f"cluster.scheme must be http or https, got '{cfg.cluster.scheme}'")
+    for key, name in (("job.name", cfg.job.name), ("job.output.filename", cfg.job.output.filename)):
+        if name is not None and not _PLAIN_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{key} must be a plain file name (letters, digits, '_', '-' and '.', not "
+                f"starting with '.', at most 200 characters), got {name!r}"
+            )
     if cfg.job.kind is JobKind.generate and not cfg.job.input.path:
         raise ConfigError(f"job '{cfg.job.name}': job.input.path is required")

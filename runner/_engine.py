@@ -12,15 +12,19 @@ order:
    will take longer to finish it than this node would (a *hedge*); the first accepted answer
    wins and the other request is cancelled.
 
-A node failure (connection, timeout, stall, 5xx/429, bad body) moves the item to another node;
-a node with ``breaker_failures`` failures in a row is benched and probed with a tiny real
-completion until it answers again. A *busy* answer (503 or 429 with ``Retry-After``,
-:class:`~runner._errors.NodeBusy`) is no failure: the node takes nothing new for the advised
-pause and the item goes back to the front of the retry queue, for any node — at most
-``busy_retries`` times per item (and within ``retry_timeout``), after which a busy answer
-counts as the failure it then is. The last admitted node is never benched: it cools down
-with growing pauses instead. When no node could serve for ``no_node_timeout`` seconds the run
-stops with :class:`~runner._errors.ClusterUnavailable`; whatever finished is already journaled.
+What follows a failed request is decided by the failure policy (:mod:`runner._policy`,
+which has the whole table); the engine carries it out. In short: a node failure
+(connection, timeout, stall, 5xx, a bad body, a node that refuses us) moves the item to
+another node, and a node with ``breaker_failures`` of them in a row is benched and probed
+with a tiny real completion until it answers again; a *busy* answer (503 or 429 with
+``Retry-After``) pauses the node for the advised time and counts against nothing; a bad
+request (any other 4xx) fails the item at once with the node's message; an answer the
+acceptor rejects is asked for again with the next seed. The last admitted node is never
+benched: it cools down with growing pauses instead. When no node could serve for
+``no_node_timeout`` seconds the run stops with :class:`~runner._errors.ClusterUnavailable`;
+when the first ``bad_request_stop`` requests of a run all get the same 4xx, it stops with
+:class:`~runner._errors.RequestsRefused` (a setting is wrong, not the items). Whatever
+finished is already journaled.
 
 The engine does no file I/O: every finished item is handed to ``on_result`` as a record.
 """
@@ -48,26 +52,15 @@ from ._errors import (
     NodeBusy,
     NodeError,
     NodeTimeout,
-    ProtocolError,
+    RequestsRefused,
     ServerError,
 )
 from ._health import probe_benched, watch_cluster
 from ._hedging import hedge_candidate
 from ._nodes import Health, NodeSpec, NodeState
+from ._policy import Fault, History, Where, classify, decide, probe_pause
 from ._request import Api, Completion, Style
 from ._work import Acceptor, RequestTrace, Work, accept_text
-
-
-def _failure_kind(exc: NodeError) -> str:
-    if isinstance(exc, NodeBusy):
-        return "busy"
-    if isinstance(exc, ServerError):
-        return "status"
-    if isinstance(exc, ProtocolError):
-        return "malformed"
-    if isinstance(exc, NodeTimeout):
-        return "timeout"
-    return "transport"
 
 
 @dataclass(eq=False)
@@ -159,6 +152,11 @@ class Engine:
         self._benched = {node.name: trio.Event() for node in self.nodes}  # set when benched
         self._all_done = trio.Event()
         self._stopped_reason: str | None = None
+        self._watching_refusals = True  # until a request ends otherwise than refused
+        self._refusals = 0  # the run's first requests, all refused with the same status
+        self._refusal_status: int | None = None
+        self._refused_reason: str | None = None
+        self._run_scope: trio.CancelScope | None = None
         self.ok = 0
         self.failed = 0
         self.started_at = 0.0
@@ -172,6 +170,7 @@ class Engine:
 
         Raises:
             ClusterUnavailable: no node could serve for ``no_node_timeout`` seconds.
+            RequestsRefused: the first ``bad_request_stop`` requests all got the same 4xx.
         """
         self._fresh = work
         self.started_at = trio.current_time()
@@ -189,6 +188,7 @@ class Engine:
                 )
                 self._clients[node.name] = await stack.enter_async_context(client)
             async with trio.open_nursery() as outer:
+                self._run_scope = outer.cancel_scope
                 outer.start_soon(self._watchdog, outer.cancel_scope)
                 for node in self.nodes:
                     outer.start_soon(
@@ -210,6 +210,8 @@ class Engine:
                 self._all_done.set()
                 outer.cancel_scope.cancel()
         self.finished_at = trio.current_time()
+        if self._refused_reason:
+            raise RequestsRefused(self._refused_reason)
         if self._stopped_reason:
             raise ClusterUnavailable(self._stopped_reason)
 
@@ -257,6 +259,7 @@ class Engine:
                     if task is not None:
                         return task
             if self._fresh_done and not self._retry and not self._in_flight:
+                self._notify()  # the other workers may be asleep until a cooldown ends
                 return None
             with trio.move_on_at(wake_at):
                 await changed.wait()
@@ -290,6 +293,9 @@ class Engine:
 
     async def _worker(self, node: NodeState) -> None:
         while True:
+            # A node that answers without waiting (a refusal) must not keep the worker from
+            # seeing the run's cancellation: one checkpoint per request.
+            await trio.lowlevel.checkpoint()
             task = await self._next_for(node)
             if task is None:
                 return
@@ -333,12 +339,10 @@ class Engine:
         if scope.cancelled_caught or task.done:
             # A hedge lost the race: its answer (if any) is discarded.
             outcome = "cancelled" if scope.cancelled_caught else "discarded"
-        elif isinstance(failure, NodeBusy) and self._come_back(node, task, failure):
-            outcome = "busy"
         elif failure is not None:
-            self._node_failed(node, task, failure)
-            outcome = _failure_kind(failure)
+            outcome = self._failed(node, task, failure).value
         else:
+            self._watching_refusals = False  # an answer came: not every request is refused
             assert completion is not None
             node.record_success(latency, completion.output_tokens)
             tuner = self._tuners.get(node.name)
@@ -377,8 +381,9 @@ class Engine:
             task.errors.append(f"seed {seed}: {exc}")
             if task.running:
                 return False  # a copy is still running; let it answer
+            decision = decide(Fault.rejected, self._history(task), self.settings, message=str(exc))
             task.content_attempts += 1
-            if task.content_attempts >= self.settings.json_attempts:
+            if decision.where is Where.nowhere:
                 self._finish(task, _records.failed(task.work, error=str(exc), **self._trail(task)))
             else:
                 self._retry.appendleft(task)
@@ -408,58 +413,78 @@ class Engine:
             "text": task.last_text,
         }
 
-    def _come_back(self, node: NodeState, task: _Task, exc: NodeBusy) -> bool:
-        """Take a busy answer as "come back later": pause the node for the advised time and
-        queue the item first for any node, with no failure counted. False when the item has
-        used up its busy answers or its retry time: the answer is then a plain failure."""
-        now = trio.current_time()
+    def _history(self, task: _Task) -> History:
         assert task.first_sent is not None
-        if task.busy >= self.settings.busy_retries or (
-            now - task.first_sent > self.settings.retry_timeout
-        ):
-            return False
-        node.busy += 1
-        node.cooldown_until = max(node.cooldown_until, now + exc.retry_after)
-        if not task.running:  # else a copy still runs elsewhere
-            task.busy += 1
-            task.not_before = now
-            self._retry.appendleft(task)
-        return True
+        return History(
+            node_failures=task.node_failures,
+            busy=task.busy,
+            answers=task.content_attempts,
+            elapsed=trio.current_time() - task.first_sent,
+        )
 
-    def _node_failed(self, node: NodeState, task: _Task, exc: NodeError) -> None:
+    def _failed(self, node: NodeState, task: _Task, exc: NodeError) -> Fault:
+        """Carry out the failure policy's decision for a request that failed."""
         settings = self.settings
         now = trio.current_time()
+        fault = classify(exc)
         reason = f"{node.name}: {type(exc).__name__}: {exc}"
-        node_was_healthy = node.consecutive_failures < settings.breaker_failures
-        node.record_failure(reason)
-        task.errors.append(reason)
-        task.avoid.add(node.name)
-        if node.consecutive_failures >= settings.breaker_failures:
-            self._bench_or_cool(node, now)
-        if task.running:
-            return  # a copy is still running elsewhere
-        if node_was_healthy:
-            task.node_failures += 1
-        assert task.first_sent is not None
-        if (
-            task.node_failures >= settings.max_attempts
-            or now - task.first_sent > settings.retry_timeout
-        ):
-            self._finish(
-                task,
-                _records.failed(
-                    task.work,
-                    error=f"gave up after {task.requests} requests: {reason}",
-                    **self._trail(task),
-                ),
-            )
-            return
-        n = task.node_failures
-        delay = (
-            0.0 if n <= 1 else min(settings.backoff_max, settings.backoff_initial * 2 ** (n - 2))
+        decision = decide(
+            fault,
+            self._history(task),
+            settings,
+            retry_after=exc.retry_after if isinstance(exc, NodeBusy) else 0.0,
+            message=reason,
+            node_failing=node.consecutive_failures >= settings.breaker_failures,
         )
-        task.not_before = now + delay * self._rng.uniform(0.5, 1.0)
-        self._retry.append(task)
+        if decision.node_pause:
+            node.busy += 1
+            node.cooldown_until = max(node.cooldown_until, now + decision.node_pause)
+        else:
+            task.errors.append(reason)
+        if decision.against_node:
+            node.record_failure(reason)
+            task.avoid.add(node.name)
+            if node.consecutive_failures >= settings.breaker_failures:
+                self._bench_or_cool(node, now)
+        self._watch_refusals(fault, exc, reason)
+        if task.running:
+            return fault  # a copy is still running elsewhere
+        if decision.node_pause:
+            task.busy += 1
+        elif decision.against_item:
+            task.node_failures += 1
+        if decision.where is Where.nowhere:
+            self._finish(task, _records.failed(task.work, error=decision.why, **self._trail(task)))
+            return fault
+        task.not_before = now + decision.delay * self._rng.uniform(0.5, 1.0)
+        if decision.where is Where.any_node:
+            self._retry.appendleft(task)  # first in line: it lost no time by its own fault
+        else:
+            self._retry.append(task)
+        return fault
+
+    def _watch_refusals(self, fault: Fault, exc: NodeError, reason: str) -> None:
+        """Stop the run when its first ``bad_request_stop`` requests all got the same 4xx:
+        then a setting is wrong (max_tokens, a schema, a key, the engine id), not the items."""
+        limit = self.settings.bad_request_stop
+        if not self._watching_refusals or not limit or fault is Fault.busy:
+            return
+        status = exc.status if isinstance(exc, ServerError) else None
+        if fault not in (Fault.bad_request, Fault.refused) or self._refusal_status not in (
+            None,
+            status,
+        ):
+            self._watching_refusals = False
+            return
+        self._refusal_status = status
+        self._refusals += 1
+        if self._refusals >= limit and self._run_scope is not None:
+            self._watching_refusals = False
+            self._refused_reason = (
+                f"the first {limit} requests were all refused with HTTP {status}: a setting "
+                f"is wrong, not the items (engine.bad_request_stop={limit}); last: {reason}"
+            )
+            self._run_scope.cancel()
 
     def _bench_or_cool(self, node: NodeState, now: float) -> None:
         others = [n for n in self._admitted() if n is not node]
@@ -469,8 +494,7 @@ class Engine:
             self._benched[node.name] = trio.Event()
         else:
             excess = node.consecutive_failures - self.settings.breaker_failures
-            pause = min(self.settings.backoff_max, self.settings.probe_interval * 2**excess)
-            node.cooldown_until = now + pause
+            node.cooldown_until = now + probe_pause(excess, self.settings)
 
     def _finish(self, task: _Task, record: dict[str, Any]) -> None:
         task.done = True

@@ -4,6 +4,7 @@
 
     RunnerError
     ├── ConfigError           bad configuration, template, input, schema or inventory
+    │   └── JournalLocked     another runner is running the same job (it holds the lock)
     ├── NodeError             one request to one node failed (the item is retried elsewhere)
     │   ├── TransportError    could not connect, connection reset, DNS, TLS...
     │   ├── NodeTimeout       no answer within the request timeout, or a stall
@@ -11,15 +12,22 @@
     │   │   └── NodeBusy      503/429 with Retry-After: up but full, come back later
     │   └── ProtocolError     200 but the body is not a valid TextSynth/OpenAI answer
     ├── AnswerError           the answer arrived but its content is unusable (bad JSON, schema)
-    └── ClusterUnavailable    no node could serve for longer than the allowed wait
+    ├── ClusterUnavailable    no node could serve for longer than the allowed wait
+    ├── RequestsRefused       the run's first requests all got the same 4xx: a bad setting
+    └── StorageError          a file the run writes cannot be: read-only, full disk, not a folder
 
 Third-party exceptions (httpx, jsonschema, Jinja2, OSError) are translated once, where they
 happen, with ``raise ... from exc``. A failure of one item becomes a failure *record*, never an
-exception that stops the batch; only ``ConfigError`` (before anything is sent) and
-``ClusterUnavailable`` end a run.
+exception that stops the batch; only ``ConfigError`` (before anything is sent),
+``ClusterUnavailable``, ``RequestsRefused`` and ``StorageError`` end a run.
+:func:`storage_errors` is the one translation of ``OSError`` for the files the run writes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class RunnerError(Exception):
@@ -30,6 +38,12 @@ class ConfigError(RunnerError):
     """Raised before anything is sent when the configuration, a prompt template, the input
     file, a JSON Schema or an inventory is unusable. The message is one line that names the
     file, key or value and what is wrong."""
+
+
+class JournalLocked(ConfigError):
+    """Raised at start-up when another runner holds the lock of the job's journal
+    (:mod:`runner._lock`): two runners on one job would both send everything. The message
+    names the journal and the other runner's pid."""
 
 
 class NodeError(RunnerError):
@@ -66,11 +80,6 @@ class ServerError(NodeError):
     def __init__(self, message: str, *, status: int, node: str = "", body: str = "") -> None:
         super().__init__(message, node=node, body=body)
         self.status = status
-
-    @property
-    def retryable(self) -> bool:
-        """5xx and 429 are worth another try elsewhere; other 4xx mean the request is bad."""
-        return self.status >= 500 or self.status in (408, 429)
 
 
 class NodeBusy(ServerError):
@@ -112,3 +121,27 @@ class AnswerError(RunnerError):
 class ClusterUnavailable(RunnerError):
     """Raised when no node could serve for longer than ``engine.no_node_timeout``; the run
     stops and everything finished so far stays in the journal."""
+
+
+class RequestsRefused(RunnerError):
+    """Raised when the first ``engine.bad_request_stop`` requests of a run all came back
+    with the same 4xx status (other than 408/429): a setting is wrong (``max_tokens`` past
+    the node's limit, a schema it cannot use, a wrong key or engine id), not the items. The
+    run stops (exit 2); the items already failed are in ``results.jsonl``."""
+
+
+class StorageError(RunnerError):
+    """Raised when a file the run writes cannot be created or written: the run directory, the
+    journal, its lock, ``report.json`` or the output sits in a read-only folder, under a path
+    that is a file, or on a full disk. The run stops; what was journaled before is kept. The
+    message is one line naming the file and the reason."""
+
+
+@contextmanager
+def storage_errors(path: Path | str, doing: str) -> Iterator[None]:
+    """Translate an ``OSError`` raised while ``doing`` something to ``path`` (``"write"``,
+    ``"create the run directory"``) into a one-line :class:`StorageError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot {doing}: {exc.strerror or exc}") from exc

@@ -19,6 +19,7 @@ from ._client import NodeClient
 from ._config import EngineConfig
 from ._errors import NodeBusy, NodeError
 from ._nodes import Health, NodeState
+from ._policy import probe_pause
 from ._request import Style
 
 
@@ -44,8 +45,7 @@ async def probe_benched(
             failures = 0
             await benched().wait()
             continue
-        pause = min(settings.backoff_max, settings.probe_interval * 2**failures)
-        await trio.sleep(pause)
+        await trio.sleep(probe_pause(failures, settings))
         try:
             with trio.fail_after(settings.probe_timeout):
                 await client.probe(engine_id, style)

@@ -11,6 +11,12 @@ Formats:
 the first 12 hex digits of the SHA-256 of its data as canonical JSON: the same content gets
 the same id wherever it stands in the file, which is what resuming a run relies on.
 
+Lines are read at most :data:`MAX_LINE_BYTES` (1 MiB) at a time, so an endless input
+(``/dev/zero``, a line that never ends) is refused at its first overlong line, in bounded
+memory, instead of being read into memory whole; a NUL byte (a binary file) is refused too.
+A CSV record spanning lines is bounded by the ``csv`` module's field limit (128 KiB a field).
+Reading is a plain Python loop over lines, so Ctrl-C stops it at once.
+
 Every problem is a :class:`~runner._errors.ConfigError` whose one-line message starts with
 ``file:line`` (or the file alone when no line applies).
 """
@@ -20,10 +26,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ._errors import ConfigError
 from ._repeats import bucket, shared_buckets
@@ -31,6 +37,7 @@ from ._repeats import bucket, shared_buckets
 FORMATS = ("lines", "csv", "jsonl")
 _BY_SUFFIX = {"": "lines", ".txt": "lines", ".lst": "lines", ".csv": "csv"}
 _BY_SUFFIX |= {".jsonl": "jsonl", ".ndjson": "jsonl"}
+MAX_LINE_BYTES = 1 << 20  # the longest input line (its line ending not counted)
 
 
 @dataclass(frozen=True)
@@ -167,9 +174,21 @@ def _items(path: Path, kind: str, id_field: str | None, text_field: str) -> Iter
         raise ConfigError(f"{path}: no items in the input file")
 
 
-def _decoded(path: Path, file: Iterable[bytes]) -> Iterator[str]:
-    """The file's lines as text (line endings kept), failing on the first non-UTF-8 line."""
-    for number, raw in enumerate(file, start=1):
+def _decoded(path: Path, file: IO[bytes]) -> Iterator[str]:
+    """The file's lines as text (line endings kept), failing on the first line that is longer
+    than :data:`MAX_LINE_BYTES`, holds a NUL byte or is not UTF-8."""
+    number = 0
+    while raw := file.readline(MAX_LINE_BYTES + 2):  # room for the limit and a CR LF
+        number += 1
+        if len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+            raise ConfigError(
+                f"{path}:{number}: line longer than {MAX_LINE_BYTES >> 20} MiB "
+                "(the limit of one input line)"
+            )
+        if b"\0" in raw:
+            raise ConfigError(
+                f"{path}:{number}: NUL byte at column {raw.index(0) + 1} (not a text file?)"
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

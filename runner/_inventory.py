@@ -325,6 +325,11 @@ def _node(name: str, data: Mapping[str, Any], *, source: Path) -> InventoryHost:
     address = name if address is None else address
     if not isinstance(address, str) or not address.strip() or any(c.isspace() for c in address):
         raise ConfigError(f"{where}: address {_show(address)} is not a host name or IP address")
+    if "/" in address:
+        raise ConfigError(
+            f"{where}: address {_show(address)} is a URL or path, not a host name or IP "
+            "address: give the host in node_address and the port in node_port"
+        )
     port = _integer(data.get("node_port", DEFAULT_NODE_PORT), 1, 65535)
     if port is None:
         raise ConfigError(

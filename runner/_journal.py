@@ -13,17 +13,25 @@ leaves at worst one torn last line; readers skip lines that do not parse, and a 
 finds a torn tail starts on a fresh line. A last line that lost only its newline still parses:
 it is a whole record, and readers count it (the writer's fresh line then completes it), so a
 record is never both skipped by one run and found again by the next.
+
+The store holds at most one accepted record per key: a run with ``resume=false`` first drops
+the records of the work it is about to do again (:func:`drop_records`, an atomic rewrite), so
+the new results supersede them instead of standing beside them. A file that cannot be opened,
+read or written (read-only folder, full disk) is a one-line
+:class:`~runner._errors.StorageError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import storage_errors
 
 
 class Journal:
@@ -37,12 +45,10 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = path
         self._fsync = fsync
-        try:
+        with storage_errors(path, "open the journal"):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot open journal: {exc.strerror}") from exc
-        self._heal_torn_tail()
+            self._heal_torn_tail()
 
     def _heal_torn_tail(self) -> None:
         size = os.fstat(self._fd).st_size
@@ -56,9 +62,10 @@ class Journal:
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line."""
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode())
-        if self._fsync:
-            os.fsync(self._fd)
+        with storage_errors(self.path, "write the journal"):
+            os.write(self._fd, line.encode())
+            if self._fsync:
+                os.fsync(self._fd)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -99,9 +106,11 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offsets: dict[str, int] = {}
-        for offset, record in read_records(path):
-            if record.get("status") == "ok" and isinstance(record.get("key"), str):
-                self._offsets[record["key"]] = offset
+        with storage_errors(path, "read the journal"):
+            for offset, record in read_records(path):
+                key = _accepted_key(record)
+                if key is not None:
+                    self._offsets[key] = offset
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -117,3 +126,67 @@ class Store:
             f.seek(offset)
             record: dict[str, Any] = json.loads(f.readline())
         return record
+
+
+def drop_records(path: Path, keys: Collection[str]) -> int:
+    """Rewrite the store without the accepted records of ``keys`` (work about to be done
+    again with ``resume=false``), so that it keeps at most one accepted record per key.
+
+    Every other line is kept byte for byte. The new file is written beside the old one,
+    synced, then renamed over it: a crash at any point leaves the old store or the new one,
+    never a mix, and never loses another key's record. Returns how many records were dropped
+    (the file is left untouched when none is).
+
+    Raises:
+        StorageError: the store or the folder cannot be read or written.
+    """
+    with storage_errors(path, "rewrite the journal"):
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            return 0
+        with source:
+            if not any(_line_key(raw) in keys for raw in source):
+                return 0
+            source.seek(0)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                dropped = 0
+                with os.fdopen(fd, "wb") as out:
+                    for raw in source:
+                        if _line_key(raw) in keys:
+                            dropped += 1
+                        else:
+                            out.write(raw)
+                    out.flush()
+                    os.fchmod(out.fileno(), os.stat(path).st_mode & 0o777)
+                    os.fsync(out.fileno())
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        _sync_folder(path.parent)
+    return dropped
+
+
+def _accepted_key(record: dict[str, Any]) -> str | None:
+    key = record.get("key")
+    return key if record.get("status") == "ok" and isinstance(key, str) else None
+
+
+def _line_key(raw: bytes) -> str | None:
+    """The key of an accepted record's line, else ``None`` (garbled lines included)."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return _accepted_key(record) if isinstance(record, dict) else None
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -30,6 +30,7 @@ import jsonschema.validators
 from jsonschema.protocols import Validator
 
 from ._errors import AnswerError, ConfigError
+from ._schema_refs import dangling_refs
 
 STEPS = ("strict", "extracted", "repaired")
 REASON_LIMIT = 200
@@ -122,7 +123,8 @@ def compile_schema(schema: dict[str, Any], *, source: str) -> Validator:
         source: where it came from (a path or config key), for messages.
 
     Raises:
-        ConfigError: the schema is not an object, names an unknown ``$schema``, or is invalid.
+        ConfigError: the schema is not an object, names an unknown ``$schema``, is invalid,
+            or has a ``$ref`` that does not resolve.
     """
     if not isinstance(schema, dict):
         raise ConfigError(f"{source}: a JSON Schema must be an object, got {type(schema).__name__}")
@@ -139,6 +141,9 @@ def compile_schema(schema: dict[str, Any], *, source: str) -> Validator:
         raise ConfigError(
             f"{source}: invalid JSON Schema at {where}: {_clip(exc.message)}"
         ) from exc
+    dangling = dangling_refs(schema)
+    if dangling:
+        raise ConfigError(f"{source}: $ref {dangling[0]!r} does not resolve within the schema")
     return cast(Validator, cls(schema, format_checker=cls.FORMAT_CHECKER))
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -32,10 +34,14 @@ import httpx
 from ._errors import ConfigError
 from .node import default_model_path
 
+log = logging.getLogger("runner")
+
 SERVERS = ("textsynth", "openai")
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 POLL_INTERVAL = 0.1
 BIND_ATTEMPTS = 3  # restarts of a node whose port was taken between choosing and binding
+MAX_RESTARTS = 3  # restarts of a node that died while the cluster ran
+WATCH_INTERVAL = 0.5  # seconds between looks at the servers
 KEY_VARIABLE = "RUNNER_NODE_API_KEY"
 # Never inherit the runner's key variable (or settings an older server read from the
 # environment) into a node.
@@ -84,6 +90,8 @@ def local_cluster(
     api_key: str | None = None,
     ready_timeout: float = 120.0,
     log_dir: Path | None = None,
+    max_restarts: int = MAX_RESTARTS,
+    on_restart: Callable[[str, int, str], None] | None = None,
 ) -> Iterator[list[LocalNode]]:
     """Start local inference servers, yield them once all are ready, stop them on exit.
 
@@ -102,6 +110,11 @@ def local_cluster(
         ready_timeout: seconds allowed for every server to answer its readiness URL.
         log_dir: where the servers' logs (and generated configs) go; None means a
             temporary directory removed on exit.
+        max_restarts: how many times a server that dies while the cluster runs is started
+            again, on the same port (the engine benches it meanwhile and re-admits it when
+            it answers); 0 never.
+        on_restart: called with the node's name, its restart count and why, after each
+            restart (from the watching thread).
 
     Yields:
         The running nodes.
@@ -135,7 +148,11 @@ def local_cluster(
             ]
             for starter in started:
                 starter.start()
-            yield _wait_ready(started, api_key=api_key, timeout=ready_timeout)
+            ready = _wait_ready(started, api_key=api_key, timeout=ready_timeout)
+            with _Watch(started, max_restarts=max_restarts, on_restart=on_restart) as watch:
+                yield ready
+                watch.stopping.set()
+                _stop(processes)  # while the watch lives: a node it restarted dies with it
         finally:
             _stop(processes)
 
@@ -181,9 +198,9 @@ class _Starter:
         except OSError as exc:
             raise ConfigError(f"cannot start local node {self.name}: {exc}") from exc
 
-    def _start(self) -> None:
+    def _start(self, port: int = 0) -> None:
         self.attempts += 1
-        self.port = _free_port()
+        self.port = port or _free_port()
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
         env["PYTHONUNBUFFERED"] = "1"
         package_root = str(Path(__file__).resolve().parent.parent)
@@ -248,6 +265,10 @@ class _Starter:
         gist = " | ".join(kept) or "(empty log)"
         return gist if len(gist) <= 400 else "..." + gist[-397:]
 
+    def restart(self) -> None:
+        """Start the server again on the port it had (the runner's nodes point at it)."""
+        self._start(self.port)
+
     def node(self) -> LocalNode:
         assert self.process is not None
         return LocalNode(self.name, "127.0.0.1", self.port, self.process.pid, self.log_path)
@@ -257,6 +278,59 @@ class _Starter:
             f"local {self.server} node {self.name} (port {self.port}) {what}; "
             f"log {self.log_path}: {self.log_tail()}"
         )
+
+
+class _Watch:
+    """A thread that starts a server again when it dies while the cluster runs, at most
+    ``max_restarts`` times per server. It must outlive the servers it started
+    (``PR_SET_PDEATHSIG`` follows the starting thread): stop the servers first, then leave."""
+
+    def __init__(
+        self,
+        starters: list[_Starter],
+        *,
+        max_restarts: int,
+        on_restart: Callable[[str, int, str], None] | None,
+    ) -> None:
+        self.starters = starters
+        self.max_restarts = max_restarts
+        self.on_restart = on_restart
+        self.restarts = {starter.name: 0 for starter in starters}
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="local-cluster-watch", daemon=True)
+
+    def __enter__(self) -> _Watch:
+        if self.max_restarts > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(WATCH_INTERVAL):
+            for starter in self.starters:
+                assert starter.process is not None
+                code = starter.process.poll()
+                if code is None or self.restarts[starter.name] >= self.max_restarts:
+                    continue
+                if self.stopping.is_set():
+                    return
+                why = f"exited with status {code}: {starter.log_tail()}"
+                try:
+                    starter.restart()
+                except OSError as exc:
+                    why += f"; restart failed: {exc}"
+                self.restarts[starter.name] += 1
+                count = self.restarts[starter.name]
+                log.warning(
+                    "local node %s %s; started again on port %d (%d of %d)",
+                    starter.name, why, starter.port, count, self.max_restarts,
+                )  # fmt: skip
+                if self.on_restart is not None:
+                    self.on_restart(starter.name, count, why)
 
 
 def _wait_ready(

@@ -153,7 +153,7 @@ def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
     return _engine_ids(status, body, node=node, keys=("data", "models"))
 
 
-SLOTS_PATHS = ("/props",)  # llama.cpp's server; vLLM, Ollama and llama_cpp.server have none
+FACTS_PATHS = ("/props",)  # llama.cpp's server; vLLM, Ollama and llama_cpp.server have none
 
 
 def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | None:
@@ -165,6 +165,14 @@ def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | No
     """
     obj = _lenient_json(status, body)
     return whole_count(obj.get("total_slots")) if isinstance(obj, dict) else None
+
+
+def parse_context(path: str, status: int, body: bytes, *, engine: str) -> int | None:
+    """Read the context per sequence, in tokens: llama.cpp's ``GET /props`` →
+    ``default_generation_settings.n_ctx``; ``None`` when the answer does not say."""
+    obj = _lenient_json(status, body)
+    settings = obj.get("default_generation_settings") if isinstance(obj, dict) else None
+    return whole_count(settings.get("n_ctx")) if isinstance(settings, dict) else None
 
 
 class StreamDecoder:

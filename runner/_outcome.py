@@ -9,7 +9,9 @@ EXIT_FAILED_ITEMS = 1  # some items failed or were left unfinished
 EXIT_CONFIG = 2  # configuration or usage error; nothing was sent
 EXIT_UNAVAILABLE = 3  # no node could serve; the run stopped, results so far are kept
 EXIT_INTERNAL = 4  # a bug: an unexpected exception
+EXIT_STORAGE = 5  # a file the run writes could not be written (read-only, full disk)
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM (Slurm, Kubernetes, systemd): handled as Ctrl-C
 
 
 @dataclass(frozen=True)

@@ -2,46 +2,62 @@
 
 :func:`prepare` loads and checks everything a job needs before anything is sent: the
 template, the system prompt, the JSON Schema and the input file. :meth:`JobPlan.scan` reads
-every item once, renders its prompt and checks ids, so a bad line, a missing variable or a
-duplicate id stops the run before the first request. :meth:`JobPlan.work` then streams the
-same items again as :class:`~runner._engine.Work`, one at a time.
+every item once, renders its prompt and checks ids and output keys, so a bad line, a missing
+variable, a duplicate id or a mapping key that is missing or repeats stops the run before the
+first request. :meth:`JobPlan.work` then streams the same items again as
+:class:`~runner._engine.Work`, one at a time.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._config import AnswerFormat, JobConfig, ModelConfig, RunConfig
+from ._config import AnswerFormat, JobConfig, ModelConfig, RunConfig, Truncated
 from ._errors import ConfigError
 from ._inputs import read_items, scan_items
 from ._jsonladder import accept_json, compile_schema, load_schema
+from ._output import check_keys
 from ._request import Completion, GenerationRequest
 from ._templates import PromptTemplate, load_template
-from ._work import Accepted, Acceptor, Work, accept_text
+from ._work import Accepted, Acceptor, Work, accept_text, refusing_truncated
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def resolve_path(value: str, *, base: Path, label: str) -> Path:
-    """A path from the config: absolute, else relative to the current directory if it exists
-    there, else relative to ``base`` (the prompts directory)."""
+def resolve_path(value: str, *, bases: Sequence[Path], label: str) -> Path:
+    """A path from the config: absolute (``~`` expanded) as it is, else relative to the first
+    of ``bases`` that holds it.
+
+    Raises:
+        ConfigError: no path, or none of ``bases`` holds it: one line with the path as the
+            user wrote it and the folders searched.
+    """
     if not value:
         raise ConfigError(f"{label}: no path given")
     path = Path(os.path.expanduser(value))
     if path.is_absolute():
         return path
-    if path.exists():
-        return path.resolve()
-    return base / path
+    for base in bases:
+        if (base / path).exists():
+            return (base / path).resolve()
+    searched = ", ".join(str(b) for b in dict.fromkeys(bases))
+    raise ConfigError(f"{label}: {value}: file not found (looked in {searched})")
+
+
+def search_folders(cfg: RunConfig, *, job_dir: Path | None = None) -> list[Path]:
+    """Where a job's relative paths are looked up, in order: the folder of the job's YAML
+    file (when known), the current directory, then the prompts directory."""
+    folders = [job_dir] if job_dir is not None else []
+    return [*folders, Path.cwd(), prompts_dir(cfg)]
 
 
 def prompts_dir(cfg: RunConfig) -> Path:
     """The prompts directory: as configured, from the current directory or the project."""
-    path = Path(cfg.prompts_dir)
+    path = Path(os.path.expanduser(cfg.prompts_dir))
     if path.is_absolute() or path.exists():
         return path.resolve()
     return PROJECT_ROOT / path
@@ -95,6 +111,7 @@ class JobPlan:
             id_field=spec.id_field,
             text_field=spec.text_field,
         )
+        check_keys(self._items, self.job.output, path=self.input_path)
         for work in self.work():  # renders every prompt: a missing variable fails here
             del work
         return count
@@ -122,28 +139,31 @@ class JobPlan:
             )
 
 
-def prepare(cfg: RunConfig) -> JobPlan:
-    """Load and check the job's template, schema and input file.
+def prepare(cfg: RunConfig, *, job_dir: Path | None = None) -> JobPlan:
+    """Load and check the job's template, schema and input file; relative paths are looked
+    up in :func:`search_folders` (``job_dir``: the folder of the job's YAML file).
 
     Raises:
         ConfigError: one line naming the file or key and what is wrong.
     """
     job = cfg.job
-    base = prompts_dir(cfg)
+    folders = search_folders(cfg, job_dir=job_dir)
     if not job.template:
         raise ConfigError(f"job '{job.name}': job.template is required for a generate job")
-    template = load_template(resolve_path(job.template, base=base, label="job.template"))
-    input_path = resolve_path(job.input.path, base=base, label="job.input.path")
+    template = load_template(resolve_path(job.template, bases=folders, label="job.template"))
+    input_path = resolve_path(job.input.path, bases=folders, label="job.input.path")
     schema: dict[str, Any] | None = None
     acceptor: Acceptor = accept_text
     if job.answer is AnswerFormat.json:
         if not job.schema:
             raise ConfigError(f"job '{job.name}': a json job needs job.schema (a JSON Schema file)")
-        schema_path = resolve_path(job.schema, base=base, label="job.schema")
+        schema_path = resolve_path(job.schema, bases=folders, label="job.schema")
         schema = load_schema(schema_path)
         acceptor = json_acceptor(schema, source=str(schema_path))
     elif job.schema:
         raise ConfigError(f"job '{job.name}': job.schema is set but job.answer is 'text'")
+    if job.truncated is Truncated.reject:
+        acceptor = refusing_truncated(acceptor)
     system = PromptTemplate.from_string(job.system, name="job.system") if job.system else None
     return JobPlan(cfg, template, system, input_path, schema, acceptor)
 

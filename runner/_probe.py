@@ -83,7 +83,7 @@ async def probe_node(
         try:
             with trio.fail_after(engine.probe_timeout):
                 result.engines = await client.engines()
-                result.node_slots = await client.slots(cfg.model.engine)
+                result.node_slots = (await client.facts(cfg.model.engine)).slots
                 used = spec.with_node_slots(result.node_slots)
                 result.slots, result.slots_from = used.slots, used.slots_from.value
                 start = trio.current_time()

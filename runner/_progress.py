@@ -1,11 +1,13 @@
 """Progress while a run goes on: a live display on a terminal, periodic log lines otherwise,
-and a summary table at the end."""
+and at the end a summary table and the failed items' ids."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -110,3 +112,30 @@ def summary_table(report: dict[str, Any]) -> Table:
             "-" if n["latency_p95_s"] is None else f"{n['latency_p95_s']:.2f}",
         )
     return table
+
+
+@dataclass
+class FailedIds:
+    """The ids of the items that failed, for the end of the run: the first ``shown`` of them,
+    and how many there were."""
+
+    shown: int = 10
+    first: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, item_id: str) -> None:
+        self.count += 1
+        if len(self.first) < self.shown:
+            self.first.append(item_id)
+
+    def summary(self, results: Path) -> str | None:
+        """One line naming the failed ids and where their records are; ``None`` if none."""
+        if not self.count:
+            return None
+        more = self.count - len(self.first)
+        ids = ", ".join(self.first) + (f" and {more} more" if more else "")
+        item = "item" if self.count == 1 else "items"
+        return (
+            f'{self.count} {item} failed: {ids}; their records (status "failed", with the '
+            f"error) are in {results}"
+        )

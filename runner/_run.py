@@ -1,9 +1,12 @@
 """One run of a job, from a checked configuration to the files it leaves behind.
 
-Order of events: prepare and scan the job (every prompt rendered, nothing sent) → dry run
-stops here → open the journals → start or resolve the nodes → ask the nodes whose slots are
-not configured how many they run at once → run the engine, journaling each result as it
-arrives → write ``report.json`` and the job's output file.
+Order of events: prepare the job → a dry run scans it (every prompt rendered, nothing sent) and
+stops → take the job's lock (one runner per job) → scan the job → with ``resume=false``, drop
+the store's records of the work about to be redone → open the journals → start or resolve the
+nodes → ask the nodes whose slots are not configured how many they run at once → run the
+engine, journaling each result as it arrives → write ``report.json`` and the job's output file.
+Ctrl-C and SIGTERM end the engine the same way (see :mod:`runner._signals`); a file that cannot
+be written is a :class:`~runner._errors.StorageError`.
 """
 
 from __future__ import annotations
@@ -11,135 +14,148 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 from rich.console import Console
 
 from . import _records
-from ._cluster import ask_slots, describe_slots, remote_nodes, started_nodes
+from ._cluster import answering_nodes, describe_slots, remote_nodes, roll_call, started_nodes
 from ._config import ClusterKind, JobKind, RunConfig
 from ._engine import Engine
-from ._errors import ClusterUnavailable
-from ._journal import Journal, Store
-from ._nodes import SlotsFrom
-from ._outcome import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, Outcome
+from ._errors import ClusterUnavailable, RequestsRefused, StorageError, storage_errors
+from ._journal import Journal, Store, drop_records
+from ._lock import JobLock
+from ._nodes import NodeSpec, SlotsFrom
+from ._outcome import (
+    EXIT_CONFIG,
+    EXIT_FAILED_ITEMS,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    Outcome,
+)
 from ._output import write_output
 from ._plan import JobPlan, prepare
-from ._progress import show_progress, summary_table
+from ._progress import FailedIds, show_progress, summary_table
 from ._report import build_report, write_json
+from ._signals import StopSignal
 from ._work import Work
 
 log = logging.getLogger("runner")
 
 
-def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Outcome:
-    """Run the job described by ``cfg`` and write its files into ``run_dir``.
+def run(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    job_dir: Path | None = None,
+    console: Console | None = None,
+    stop: StopSignal | None = None,
+) -> Outcome:
+    """Run the job described by ``cfg`` and write its files into ``run_dir``. ``job_dir``, the
+    folder of the job's YAML file, is searched first for the paths the job names.
 
     Raises:
         ConfigError: before anything is sent, when the job cannot run as configured.
+        JournalLocked: another runner is running the same job.
+        StorageError: a file of the run cannot be written (the run stops there).
+
+    ``stop`` tells a SIGTERM from a Ctrl-C when the run is interrupted (exit 143 or 130).
     """
     console = console or Console(stderr=True)
     if cfg.job.kind is JobKind.probe:
         from ._probe import run_probe
 
         return run_probe(cfg, run_dir, console=console)
-    plan = prepare(cfg)
-    total = plan.scan()
+    plan = prepare(cfg, job_dir=job_dir)
     if cfg.dry_run:
-        return _dry_run(cfg, plan, total, console)
+        return _dry_run(cfg, plan, plan.scan(), console)
     store_path = Path(cfg.journal_dir) / f"{cfg.job.name}.jsonl"
-    store = Store(store_path) if cfg.resume else None
+    with JobLock(store_path):  # one runner per job: a second one stops here, nothing sent
+        return _locked_run(cfg, plan, store_path, run_dir, console, stop or StopSignal())
+
+
+def _locked_run(
+    cfg: RunConfig,
+    plan: JobPlan,
+    store_path: Path,
+    run_dir: Path,
+    console: Console,
+    stop: StopSignal,
+) -> Outcome:
+    total = plan.scan()
     if cfg.cluster.kind is not ClusterKind.local:
         remote_nodes(cfg.cluster, cfg.engine)  # a bad node list fails before anything moves
-    run_dir.mkdir(parents=True, exist_ok=True)
-    earlier = _set_aside_earlier_run(run_dir, cfg.job.output.filename)
-    if earlier is not None:
-        log.info("the run directory held an earlier run: its files were moved to %s", earlier)
+    with storage_errors(run_dir, "prepare the run directory"):
+        run_dir.mkdir(parents=True, exist_ok=True)  # a local cluster's logs go there
     results_path = run_dir / "results.jsonl"
     started = time.monotonic()
+    restarts: dict[str, int] = {}
     with (
-        Journal(store_path, fsync=cfg.engine.journal_fsync) as store_journal,
-        Journal(results_path, fsync=cfg.engine.journal_fsync) as results,
         started_nodes(
-            cfg.cluster, cfg.engine, engine_id=cfg.model.engine, log_dir=run_dir
+            cfg.cluster,
+            cfg.engine,
+            engine_id=cfg.model.engine,
+            log_dir=run_dir,
+            on_restart=lambda name, count, why: restarts.__setitem__(name, count),
         ) as configured,
     ):
-        reused = 0
-        nodes = trio.run(
+        call = trio.run(
             partial(
-                ask_slots,
+                roll_call,
                 configured,
                 api=cfg.model.api,
                 engine_id=cfg.model.engine,
                 settings=cfg.engine,
             )
         )
-
-        def on_result(record: dict[str, object]) -> None:
-            if record["status"] == "ok":
-                store_journal.append(record)  # the store first: what it holds is never re-sent
-            results.append(record)
-
-        def fresh_work() -> Iterator[Work]:
-            nonlocal reused
-            for work in plan.work():
-                previous = store.get(work.key) if store is not None else None
-                if previous is not None:
-                    results.append(_records.reused(previous, work))
-                    reused += 1
-                    continue
-                yield work
-
-        engine = Engine(
-            nodes,
-            cfg.engine,
-            api=cfg.model.api,
-            style=cfg.model.style,
-            engine_id=cfg.model.engine,
-            acceptor=plan.acceptor,
-            on_result=on_result,
-        )
-        log.info(
-            "%s: %d items over %d nodes: %s; results in %s",
-            cfg.job.name,
-            total,
-            len(nodes),
-            describe_slots(nodes),
-            results_path,
-        )
-        stopped: str | None = None
-        interrupted = False
-        try:
-            trio.run(_drive, engine, fresh_work(), total, lambda: reused, cfg)
-        except* ClusterUnavailable as group:
-            stopped = str(group.exceptions[0])
-        except* KeyboardInterrupt:
-            interrupted = True
-            stopped = "interrupted"
-        report = build_report(
-            job=cfg.job.name,
-            items=total,
-            ok=engine.ok + reused,
-            failed=engine.failed,
-            reused=reused,
-            requests_sent=sum(n.requests for n in engine.nodes),
-            wall_time_s=time.monotonic() - started,
-            nodes={n.name: n.stats() for n in engine.nodes},
-            stopped=stopped,
-        )
-    write_json(run_dir / "report.json", report)
-    output = write_output(run_dir, results_path, cfg.job.output, items=total)
+        try:  # before anything of the run directory or the journal changes
+            max_tokens = cfg.job.max_tokens or cfg.model.max_tokens
+            nodes = answering_nodes(call, max_tokens=max_tokens)
+        except ClusterUnavailable as exc:
+            console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            return Outcome(EXIT_UNAVAILABLE, f"{cfg.job.name}: nothing sent: {exc}")
+        if cfg.resume:
+            store = Store(store_path)
+        else:  # the new results supersede the old: at most one accepted record per key
+            store = None
+            dropped = drop_records(store_path, {work.key for work in plan.work()})
+            if dropped:
+                log.info("resume=false: %d earlier results of this work were dropped", dropped)
+        with storage_errors(run_dir, "prepare the run directory"):
+            earlier = _set_aside_earlier_run(run_dir, cfg.job.output.filename)
+        if earlier is not None:
+            log.info("the run directory held an earlier run: its files were moved to %s", earlier)
+        with (
+            Journal(store_path, fsync=cfg.engine.journal_fsync) as store_journal,
+            Journal(results_path, fsync=cfg.engine.journal_fsync) as results,
+        ):
+            ended = _engine_run(
+                cfg, plan, nodes, store, store_journal, results, total, started, restarts, stop
+            )
+    report, failures, stopped = ended.report, ended.failures, ended.stopped
+    interrupted, refused = ended.interrupted, ended.refused
+    with storage_errors(run_dir, "write report.json and the output"):
+        write_json(run_dir / "report.json", report)
+        output = write_output(run_dir, results_path, cfg.job.output, items=total)
     console.print(summary_table(report))
+    failed_line = failures.summary(results_path)
+    if failed_line:
+        console.print(failed_line, markup=False, soft_wrap=True)
     totals = report["totals"]
     where = f"; output: {output}" if output else ""
     if interrupted:
         console.print(
-            f"[yellow]Interrupted.[/] {totals['ok']} accepted results are journaled in "
-            f"{results_path}. Run the same command again to resume."
+            f"[yellow]{stop.headline}.[/] {totals['ok']} accepted results are "
+            f"journaled in {results_path}. Run the same command again to resume."
         )
-        code = EXIT_INTERRUPTED
+        code = stop.exit_code
+    elif refused:
+        console.print(f"[red]Run stopped:[/] {stopped}", highlight=False, soft_wrap=True)
+        code = EXIT_CONFIG
     elif stopped:
         console.print(
             f"[red]Run stopped:[/] {stopped}. {totals['ok']} accepted results are kept; "
@@ -155,6 +171,108 @@ def run(cfg: RunConfig, run_dir: Path, *, console: Console | None = None) -> Out
         f"{totals['reused']} reused, {report['wall_time_s']:.1f}s, exit {code} -> {run_dir}{where}"
     )
     return Outcome(code, summary)
+
+
+def _first(group: BaseExceptionGroup[StorageError]) -> StorageError:
+    """The first error of a group that may nest groups."""
+    found = group.exceptions[0]
+    return _first(found) if isinstance(found, BaseExceptionGroup) else found
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """How the engine's part of a run ended."""
+
+    report: dict[str, Any]
+    failures: FailedIds
+    stopped: str | None
+    interrupted: bool
+    refused: bool
+
+
+def _engine_run(
+    cfg: RunConfig,
+    plan: JobPlan,
+    nodes: list[NodeSpec],
+    store: Store | None,
+    store_journal: Journal,
+    results: Journal,
+    total: int,
+    started: float,
+    restarts: dict[str, int],
+    stop: StopSignal,
+) -> _Ended:
+    """Run the engine over the plan's fresh work, journaling each result as it arrives."""
+    reused = 0
+    failures = FailedIds()
+    results_path = results.path
+
+    def on_result(record: dict[str, object]) -> None:
+        if record["status"] == "ok":
+            store_journal.append(record)  # the store first: what it holds is never re-sent
+        else:
+            failures.add(str(record["id"]))
+        results.append(record)
+
+    def fresh_work() -> Iterator[Work]:
+        nonlocal reused
+        for work in plan.work():
+            previous = store.get(work.key) if store is not None else None
+            if previous is not None:
+                results.append(_records.reused(previous, work))
+                reused += 1
+                continue
+            yield work
+
+    engine = Engine(
+        nodes,
+        cfg.engine,
+        api=cfg.model.api,
+        style=cfg.model.style,
+        engine_id=cfg.model.engine,
+        acceptor=plan.acceptor,
+        on_result=on_result,
+    )
+    log.info(
+        "%s: %d items over %d nodes: %s; results in %s",
+        cfg.job.name,
+        total,
+        len(nodes),
+        describe_slots(nodes),
+        results_path,
+    )
+    stopped: str | None = None
+    interrupted = refused = False
+    broken: StorageError | None = None
+    try:
+        trio.run(_drive, engine, fresh_work(), total, lambda: reused, cfg)
+    except* ClusterUnavailable as group:
+        stopped = str(group.exceptions[0])
+    except* RequestsRefused as group:
+        stopped = str(group.exceptions[0])
+        refused = True
+    except* KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner/_signals.py)
+        interrupted = True
+        stopped = stop.what
+    except* StorageError as group:  # e.g. the disk filled up: journaling is impossible
+        broken = _first(group)
+    if broken is not None:
+        raise broken  # on the way out the journals are closed and local nodes stopped
+    report = build_report(
+        job=cfg.job.name,
+        items=total,
+        ok=engine.ok + reused,
+        failed=engine.failed,
+        reused=reused,
+        requests_sent=sum(n.requests for n in engine.nodes),
+        wall_time_s=time.monotonic() - started,
+        nodes={
+            n.name: n.stats() | ({"restarts": restarts[n.name]} if n.name in restarts else {})
+            for n in engine.nodes
+        },
+        stopped=stopped,
+    )
+    return _Ended(report, failures, stopped, interrupted, refused)
 
 
 def _set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:

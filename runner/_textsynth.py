@@ -92,14 +92,14 @@ def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
     return _engine_ids(status, body, node=node, keys=("engines", "data"))
 
 
-# Where a node says how many sequences it runs at once, asked in this order (our node
-# answers both; ts_server neither).
-SLOTS_PATHS = ("/health", "/v1/engines")
+# Where a node says how many sequences it runs at once and its context per sequence, asked
+# in this order until both are known (our node's listing says both; ts_server has neither).
+FACTS_PATHS = ("/v1/engines", "/health")
 
 
 def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | None:
     """Read how many sequences a node runs at once for ``engine`` from one of
-    ``SLOTS_PATHS``: ``GET /health`` → ``slots`` (when it serves ``engine`` alone; the number
+    ``FACTS_PATHS``: ``GET /health`` → ``slots`` (when it serves ``engine`` alone; the number
     is the node's total), ``GET /v1/engines`` → the ``slots`` of ``engine``'s entry.
 
     Returns:
@@ -121,6 +121,18 @@ def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | No
     for entry in obj:
         if isinstance(entry, dict) and entry.get("id", entry.get("name")) == engine:
             return whole_count(entry.get("slots"))
+    return None
+
+
+def parse_context(path: str, status: int, body: bytes, *, engine: str) -> int | None:
+    """Read ``engine``'s context per sequence, in tokens, from one of ``FACTS_PATHS``:
+    ``GET /v1/engines`` → the ``n_ctx`` of its entry (our node); ``None`` when not said."""
+    obj = _lenient_json(status, body)
+    if path != "/v1/engines" or not isinstance(obj, dict):
+        return None
+    for entry in obj.get("engines") or []:
+        if isinstance(entry, dict) and entry.get("id") == engine:
+            return whole_count(entry.get("n_ctx"))
     return None
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._errors import AnswerError
 from ._request import Completion, GenerationRequest
 
 
@@ -51,8 +52,9 @@ class RequestTrace:
         ended: when it ended.
         outcome: ``ok``; ``rejected`` (the answer failed the job's checks); ``cancelled`` (a
             hedge that lost the race) or ``discarded`` (answered after another copy won);
-            ``busy`` (the node said "come back later", no failure); or the failure:
-            ``status``, ``malformed``, ``transport``, ``timeout``.
+            ``busy`` (the node said "come back later", no failure); or the failure, named
+            as the failure policy names it (:class:`runner._policy.Fault`): ``server``,
+            ``refused``, ``bad_request``, ``malformed``, ``transport``, ``timeout``.
         final: this request settled the item (its accepted answer, or the last failure).
         output_tokens: tokens generated, when the node said.
     """
@@ -74,3 +76,22 @@ seed."""
 def accept_text(completion: Completion) -> Accepted:
     """The acceptor of text jobs: any answer is kept as it is."""
     return Accepted(completion.text)
+
+
+def refusing_truncated(acceptor: Acceptor) -> Acceptor:
+    """``acceptor``, refusing answers cut off by ``max_tokens`` (``finish_reason: length``)
+    unless they were taken as they came (JSON read ``strict`` or ``extracted``): a repaired
+    JSON answer or a text answer that hit the limit raises
+    :class:`~runner._errors.AnswerError`, so the item is tried again with the next seed."""
+
+    def accept(completion: Completion) -> Accepted:
+        accepted = acceptor(completion)
+        if completion.finish_reason == "length" and accepted.step not in ("strict", "extracted"):
+            needs = ": its JSON would need repair" if accepted.step else ""
+            raise AnswerError(
+                f"answer cut off at max_tokens (finish_reason: length){needs}; "
+                "refused by job.truncated=reject"
+            )
+        return accepted
+
+    return accept

@@ -39,6 +39,7 @@ class FakeNode:
     busy_status: int = 503
     retry_after: str | None = "1"  # ...with this Retry-After header (None: no header)
     reports_slots: int | None = None  # GET /health says these slots
+    refuse: Callable[[dict[str, Any]], tuple[int, str] | None] | None = None  # (status, error)
     health_delay: float = 0.0  # GET /health answers after this long
     requests: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # when each request came
@@ -73,6 +74,9 @@ class FakeNode:
             )
         if len(self.requests) <= self.busy_first + self.fail_first:
             return httpx.Response(self.fail_status, json={"error": "overloaded"})
+        refusal = self.refuse(body) if self.refuse is not None else None
+        if refusal is not None:
+            return httpx.Response(refusal[0], json={"error": refusal[1]})
         self.active += 1
         try:
             if self._servers is None:

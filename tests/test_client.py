@@ -9,7 +9,13 @@ import httpx
 import pytest
 import trio
 
-from runner._client import RETRY_AFTER_MAX, RETRY_AFTER_MIN, NodeClient, retry_after_seconds
+from runner._client import (
+    RETRY_AFTER_MAX,
+    RETRY_AFTER_MIN,
+    NodeClient,
+    NodeFacts,
+    retry_after_seconds,
+)
 from runner._errors import (
     ConfigError,
     NodeBusy,
@@ -18,6 +24,7 @@ from runner._errors import (
     ServerError,
     TransportError,
 )
+from runner._policy import Fault, classify
 from runner._request import Api, Completion, GenerationRequest, Style
 
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
@@ -414,7 +421,7 @@ async def test_503_or_429_with_retry_after_is_node_busy(status: int, stream: boo
     busy = caught.value
     assert (busy.status, busy.retry_after, busy.node) == (status, 2.0, "127.0.0.1:8088")
     assert "every slot is busy" in str(busy) and "retry after 2s" in str(busy)
-    assert busy.retryable
+    assert classify(busy) is Fault.busy
 
 
 @pytest.mark.parametrize(
@@ -458,35 +465,40 @@ def routes(table: dict[str, tuple[int, Any]], seen: list[str]) -> Handler:
 HEALTH = {"status": "ok", "engines": ["smollm2"], "slots": 4, "busy": 0, "queue": 0}
 
 
+LISTING = {"engines": [{"id": "smollm2", "n_ctx": 2048, "slots": 4}]}
+
+
 @pytest.mark.parametrize(
-    ("api", "table", "slots", "asked"),
+    ("api", "table", "facts", "asked"),
     [
-        (Api.textsynth, {"/health": (200, HEALTH)}, 4, ["/health"]),
+        (Api.textsynth, {"/v1/engines": (200, LISTING)}, NodeFacts(4, 2048), ["/v1/engines"]),
         (
             Api.textsynth,
-            {
-                "/health": (200, {"status": "ok"}),
-                "/v1/engines": (200, {"engines": [{"id": "smollm2", "slots": 3}]}),
-            },
-            3,
-            ["/health", "/v1/engines"],
+            {"/health": (200, HEALTH), "/v1/engines": (200, {"engines": [{"id": "smollm2"}]})},
+            NodeFacts(4, None),
+            ["/v1/engines", "/health"],
         ),
-        (Api.textsynth, {}, None, ["/health", "/v1/engines"]),
-        (Api.openai, {"/props": (200, {"total_slots": 2})}, 2, ["/props"]),
-        (Api.openai, {"/health": (200, HEALTH)}, None, ["/props"]),
+        (Api.textsynth, {}, NodeFacts(None, None), ["/v1/engines", "/health"]),
+        (
+            Api.openai,
+            {"/props": (200, {"total_slots": 2, "default_generation_settings": {"n_ctx": 512}})},
+            NodeFacts(2, 512),
+            ["/props"],
+        ),
+        (Api.openai, {"/health": (200, HEALTH)}, NodeFacts(None, None), ["/props"]),
     ],
-    ids=["our-node-health", "older-node-listing", "ts-server", "llama-cpp", "vllm"],
+    ids=["our-node", "older-node-health", "ts-server", "llama-cpp", "vllm"],
 )
-async def test_slots_asks_the_protocols_places_in_order(
-    api: Api, table: dict[str, tuple[int, Any]], slots: int | None, asked: list[str]
+async def test_facts_asks_the_protocols_places_in_order(
+    api: Api, table: dict[str, tuple[int, Any]], facts: NodeFacts, asked: list[str]
 ) -> None:
     seen: list[str] = []
     async with client(routes(table, seen), api=api) as node:
-        assert await node.slots("smollm2") == slots
+        assert await node.facts("smollm2") == facts
     assert seen == asked
 
 
-async def test_slots_of_an_unreachable_node_is_a_transport_error() -> None:
+async def test_facts_of_an_unreachable_node_is_a_transport_error() -> None:
     async with client(raising(httpx.ConnectError("refused"))) as node:
         with pytest.raises(TransportError):
-            await node.slots("smollm2")
+            await node.facts("smollm2")

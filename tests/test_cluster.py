@@ -4,6 +4,7 @@ others are asked of the node before the run, and a node that does not say gets e
 from __future__ import annotations
 
 import logging
+import re
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -12,16 +13,16 @@ from typing import Any
 import pytest
 import trio
 
-from runner._cluster import ask_slots, describe_slots, remote_nodes
+from runner._cluster import RollCall, answering_nodes, describe_slots, remote_nodes, roll_call
 from runner._config import ClusterConfig, ClusterKind, EngineConfig, NodeConfig
 from runner._engine import Engine
-from runner._errors import ConfigError
+from runner._errors import ClusterUnavailable, ConfigError
 from runner._nodes import NodeSpec, SlotsFrom
 from runner._request import Api, Style
 from tests.fakecluster import FakeCluster, FakeNode
 from tests.test_engine import make_work
 
-ENGINE = EngineConfig(slots=3, slots_timeout=2.0)
+ENGINE = EngineConfig(slots=3, startup_timeout=2.0)
 
 
 def static(*nodes: NodeConfig) -> ClusterConfig:
@@ -93,14 +94,18 @@ def specs(*entries: tuple[int, int | None]) -> list[NodeSpec]:
     ]
 
 
-async def ask(nodes: dict[int, FakeNode], configured: list[NodeSpec]) -> list[NodeSpec]:
+async def call(nodes: dict[int, FakeNode], configured: list[NodeSpec]) -> RollCall:
     transport = FakeCluster({f"127.0.0.1:{p}": n for p, n in nodes.items()})
-    return await ask_slots(
+    return await roll_call(
         configured, api=Api.textsynth, engine_id="m", settings=ENGINE, transport=transport
     )
 
 
-async def test_unset_slots_are_asked_of_the_node_and_configured_ones_are_not(
+async def ask(nodes: dict[int, FakeNode], configured: list[NodeSpec]) -> list[NodeSpec]:
+    return (await call(nodes, configured)).nodes
+
+
+async def test_unset_slots_are_taken_from_the_node_and_configured_ones_are_kept(
     autojump_clock: Any,
 ) -> None:
     asked, configured = FakeNode(reports_slots=8), FakeNode(reports_slots=8)
@@ -109,7 +114,7 @@ async def test_unset_slots_are_asked_of_the_node_and_configured_ones_are_not(
         (8, SlotsFrom.node),
         (2, SlotsFrom.config),
     ]
-    assert (asked.gets, configured.gets) == (["/health"], [])
+    assert asked.gets == configured.gets == ["/v1/engines", "/health"]  # both answer the call
     assert describe_slots(resolved) == (
         "127.0.0.1:1 (8 slots, node), 127.0.0.1:2 (2 slots, config)"
     )
@@ -120,11 +125,11 @@ async def test_a_node_that_does_not_say_gets_engine_slots(autojump_clock: Any) -
     silent = FakeNode()
     (resolved,) = await ask({1: silent}, specs((1, None)))
     assert (resolved.slots, resolved.slots_from) == (3, SlotsFrom.default)
-    assert silent.gets == ["/health", "/v1/engines"]
+    assert silent.gets == ["/v1/engines", "/health"]
 
 
-async def test_unreachable_and_slow_nodes_keep_engine_slots_within_the_timeout(
-    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+async def test_unreachable_and_slow_nodes_are_down_within_the_timeout(
+    autojump_clock: Any,
 ) -> None:
     nodes = {
         1: FakeNode(dead_from=0.0),
@@ -132,16 +137,17 @@ async def test_unreachable_and_slow_nodes_keep_engine_slots_within_the_timeout(
         3: FakeNode(reports_slots=5),
     }
     start = trio.current_time()
-    with caplog.at_level(logging.WARNING, logger="runner"):
-        resolved = await ask(nodes, specs((1, None), (2, None), (3, None)))
-    assert trio.current_time() - start == pytest.approx(ENGINE.slots_timeout)  # in parallel
-    assert [(s.slots, s.slots_from.value) for s in resolved] == [
+    answers = await call(nodes, specs((1, None), (2, None), (3, None)))
+    assert trio.current_time() - start == pytest.approx(ENGINE.startup_timeout)  # in parallel
+    assert [(s.slots, s.slots_from.value) for s in answers.nodes] == [
         (3, "default"),
         (3, "default"),
         (5, "node"),
     ]
-    assert "127.0.0.1:1: could not ask its slots" in caplog.text
-    assert "127.0.0.1:2: did not say its slots within slots_timeout=2s" in caplog.text
+    assert answers.down == {
+        "127.0.0.1:1": "TransportError: cannot connect: connection refused (fake node is dead)",
+        "127.0.0.1:2": "no answer within engine.startup_timeout=2s",
+    }
 
 
 async def test_the_engine_runs_as_many_requests_at_once_as_the_node_said(
@@ -149,9 +155,11 @@ async def test_the_engine_runs_as_many_requests_at_once_as_the_node_said(
 ) -> None:
     node = FakeNode(delay=1.0, reports_slots=4)
     transport = FakeCluster({"127.0.0.1:1": node})
-    resolved = await ask_slots(
-        specs((1, None)), api=Api.textsynth, engine_id="m", settings=ENGINE, transport=transport
-    )
+    resolved = (
+        await roll_call(
+            specs((1, None)), api=Api.textsynth, engine_id="m", settings=ENGINE, transport=transport
+        )
+    ).nodes
     records: list[dict[str, Any]] = []
     engine = Engine(
         resolved,
@@ -167,3 +175,67 @@ async def test_the_engine_runs_as_many_requests_at_once_as_the_node_said(
     assert engine.finished_at - engine.started_at == pytest.approx(3.0, abs=0.5)  # 12 / 4
     line = engine.nodes[0].stats()
     assert (line["slots"], line["slots_from"], line["limit"]) == (4, "node", 4)
+
+
+def test_a_run_with_no_node_answering_names_each_address_and_error() -> None:
+    nodes = specs((1, None), (2, None))
+    down = {"127.0.0.1:1": "TransportError: refused", "127.0.0.1:2": "no answer within 5s"}
+    with pytest.raises(ClusterUnavailable) as caught:
+        answering_nodes(RollCall(nodes, down), max_tokens=10)
+    assert str(caught.value) == (
+        "no node answers: 127.0.0.1:1 (http://127.0.0.1:1): TransportError: refused; "
+        "127.0.0.1:2 (http://127.0.0.1:2): no answer within 5s"
+    )
+
+
+def test_a_run_with_some_nodes_down_starts_on_all_and_says_which(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nodes = specs((1, None), (2, None))
+    with caplog.at_level(logging.WARNING, logger="runner"):
+        assert answering_nodes(RollCall(nodes, {"127.0.0.1:2": "refused"}), max_tokens=9) == nodes
+    assert "not answering, benched until they do: 127.0.0.1:2 (http://127.0.0.1:2)" in caplog.text
+
+
+def test_max_tokens_past_a_nodes_context_is_refused_before_anything_is_sent() -> None:
+    answers = RollCall(specs((1, None)), contexts={"127.0.0.1:1": 2048})
+    assert answering_nodes(answers, max_tokens=2047)
+    with pytest.raises(
+        ConfigError, match=re.escape("max_tokens=1000000 does not fit node 127.0.0.1:1's")
+    ):
+        answering_nodes(answers, max_tokens=1000000)
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        ("127.0.0.1:8088", "http://127.0.0.1:8088"),
+        ("http://127.0.0.1:8088", "http://127.0.0.1:8088"),
+        ("https://127.0.0.1:8443/", "https://127.0.0.1:8443"),
+        ("http://127.0.0.1", "http://127.0.0.1:80"),
+        ("[::1]:8080", "http://[::1]:8080"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+    ],
+)
+def test_a_node_address_is_host_port_or_an_http_url(address: str, url: str) -> None:
+    (spec,) = remote_nodes(static(NodeConfig(address=address)), ENGINE)
+    assert spec.base_url == url
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("ftp://127.0.0.1:21", "has scheme 'ftp'; expected host:port or http(s)://host:port"),
+        ("http://127.0.0.1:8088/v1", "has a path, query or credentials"),
+        ("http://user:pw@127.0.0.1:8088", "has a path, query or credentials"),
+        ("127.0.0.1:8088/v1", "is not host:port or http(s)://host:port"),
+        ("http://127.0.0.1:99999", "outside 1-65535"),
+        ("http://:8080", "no host"),
+    ],
+)
+def test_an_address_that_is_neither_form_is_refused_naming_the_forms(
+    address: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"cluster.nodes[0].address: '{address}'")) as e:
+        remote_nodes(static(NodeConfig(address=address)), ENGINE)
+    assert message in str(e.value)

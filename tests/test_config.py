@@ -108,7 +108,7 @@ def test_typos_and_wrong_types_fail_at_composition(overrides: list[str], fragmen
         (["engine.slots=0"], "engine.slots must be at least 1, got 0"),
         (["engine.stall_timeout=-1"], "engine.stall_timeout must be greater than 0"),
         (["engine.json_attempts=0"], "engine.json_attempts must be at least 1"),
-        (["engine.slots_timeout=0"], "engine.slots_timeout must be greater than 0"),
+        (["engine.startup_timeout=0"], "engine.startup_timeout must be greater than 0"),
         (["engine.busy_retries=-1"], "engine.busy_retries must not be negative"),
         (["model.top_p=1.5"], "model.top_p must be in (0, 1]"),
         (["cluster.local.nodes=-2"], "cluster.local.nodes must not be negative"),

@@ -264,3 +264,69 @@ def test_scan_finds_exactly_the_first_repeated_id_whatever_the_filter_size(
         with pytest.raises(ConfigError) as caught:
             scan_items(path, id_field="id")
         assert str(caught.value) == f"{path}:{line}: duplicate id '{i}' (first seen on line {seen})"
+
+
+# --------------------------------------------------------------------- hard edges (issue 11)
+
+MIB = 1 << 20  # the documented limit of one input line (runner._inputs.MAX_LINE_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("m.txt", b"x" * (MIB + 1) + b"\n"),
+        ("m.jsonl", b'{"a": "' + b"x" * MIB + b'"}\n'),
+        ("m.txt", b"x" * (3 * MIB)),  # no newline at all
+    ],
+)
+def test_a_line_past_the_limit_is_refused_naming_file_line_and_limit(
+    tmp_path: Path, name: str, line: bytes
+) -> None:
+    first = b'{"a": 1}\n' if name.endswith(".jsonl") else b"ok\n"
+    path = write(tmp_path, name, first + line)
+    with pytest.raises(ConfigError, match=rf"{name}:2: line longer than 1 MiB") as caught:
+        items(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_line_of_exactly_the_limit_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.txt", b"x" * MIB + b"\nok\n")
+    assert [len(i.data["text"]) for i in items(path)] == [MIB, 2]
+
+
+def test_a_nul_byte_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.txt", b"ok\nbad\x00line\n")
+    with pytest.raises(ConfigError, match=r"m.txt:2: NUL byte at column 4"):
+        items(path)
+
+
+def test_dev_zero_is_refused_at_once_in_bounded_memory() -> None:
+    """An endless input: a child process with 1 GiB of address space must fail in seconds."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    code = (
+        "from pathlib import Path\n"
+        "from runner._inputs import scan_items\n"
+        "from runner._errors import ConfigError\n"
+        "try:\n"
+        "    scan_items(Path('/dev/zero'), format='lines')\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROMPTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=limit_memory,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    said = proc.stdout.strip()
+    assert said == "/dev/zero:1: line longer than 1 MiB (the limit of one input line)"

@@ -290,3 +290,13 @@ def test_the_repository_example_inventory_reads() -> None:
     hosts = read_inventory(root / "inventory.py")
     assert hosts
     assert all(1 <= host.port <= 65535 for host in hosts)
+
+
+def test_an_inventory_address_given_as_a_url_is_refused_saying_what_to_give(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path, "inventory.py", "ts_servers = [('n1', {'node_address': 'http://10.0.0.5:8080'})]"
+    )
+    with pytest.raises(ConfigError, match="is a URL or path, not a host name or IP address"):
+        read_inventory(path, group="ts_servers")

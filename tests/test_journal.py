@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from runner import _journal
 from runner._config import OutputConfig, OutputShape
-from runner._journal import Journal, Store, read_records
+from runner._errors import StorageError
+from runner._journal import Journal, Store, drop_records, read_records
 from runner._output import consolidate
 
 
@@ -51,7 +58,9 @@ def test_a_missing_store_is_empty(tmp_path: Path) -> None:
     assert len(Store(tmp_path / "none.jsonl")) == 0
 
 
-def test_consolidated_output_is_in_input_order_and_skips_failures(tmp_path: Path) -> None:
+def test_consolidated_output_is_in_input_order_with_failures_null_or_left_out(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "results.jsonl"
     with Journal(path) as journal:
         for index, status in ((2, "ok"), (0, "ok"), (1, "failed")):
@@ -65,7 +74,82 @@ def test_consolidated_output_is_in_input_order_and_skips_failures(tmp_path: Path
                 }
             )
     as_list, n = consolidate(path, OutputConfig(shape=OutputShape.list))
-    assert (as_list, n) == (["plot 0", "plot 2"], 2)
+    assert (as_list, n) == (["plot 0", None, "plot 2"], 2)
     as_map, _ = consolidate(path, OutputConfig(shape=OutputShape.mapping, key_field="title"))
     assert as_map == {"film 0": "plot 0", "film 2": "plot 2"}
     assert list(as_map) == ["film 0", "film 2"]
+
+
+def ok(key: str, answer: object) -> dict[str, Any]:
+    return {"id": key, "status": "ok", "key": key, "answer": answer}
+
+
+def test_dropping_keys_rewrites_the_store_keeping_every_other_line_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.jsonl"
+    with Journal(path) as journal:
+        for record in (ok("k1", 1), ok("k2", 2), ok("k1", 3), ok("k3", 4)):
+            journal.append(record)
+    with path.open("ab") as f:
+        f.write(b'not json\n{"id": "k2", "sta')  # garbage and a torn tail stay as they are
+    before = path.read_bytes().splitlines(keepends=True)
+    assert drop_records(path, {"k1", "k9"}) == 2
+    assert path.read_bytes() == b"".join(line for line in before if b'"k1"' not in line)
+    assert {key: Store(path).get(key) for key in ("k1", "k2", "k3")} == {
+        "k1": None,
+        "k2": ok("k2", 2),
+        "k3": ok("k3", 4),
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["store.jsonl"]  # no temporary file left
+
+
+def test_dropping_keys_that_are_not_there_leaves_the_store_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "store.jsonl"
+    assert drop_records(path, {"k1"}) == 0 and not path.exists()
+    with Journal(path) as journal:
+        journal.append(ok("k2", 2))
+    mtime = path.stat().st_mtime_ns
+    assert drop_records(path, {"k1"}) == 0 and path.stat().st_mtime_ns == mtime
+
+
+def test_a_rewrite_that_fails_midway_leaves_the_old_store_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store.jsonl"
+    with Journal(path) as journal:
+        journal.append(ok("k1", 1))
+        journal.append(ok("k2", 2))
+    before = path.read_bytes()
+
+    def full_disk(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_journal.os, "replace", full_disk)
+    with pytest.raises(StorageError, match=r"store.jsonl: cannot rewrite the journal: No space"):
+        drop_records(path, {"k1"})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["store.jsonl"]
+
+
+def test_a_full_disk_is_one_line_naming_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store.jsonl"
+    with Journal(path) as journal:
+
+        def full_disk(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(_journal.os, "write", full_disk)
+        with pytest.raises(StorageError) as caught:
+            journal.append(ok("k1", 1))
+    assert str(caught.value) == f"{path}: cannot write the journal: No space left on device"
+
+
+def test_a_journal_under_a_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StorageError, match=r"file/store.jsonl: cannot open the journal: "):
+        Journal(tmp_path / "file" / "store.jsonl")
+    with pytest.raises(StorageError, match=r"file/store.jsonl: cannot read the journal: Not a"):
+        Store(tmp_path / "file" / "store.jsonl")

@@ -1,5 +1,6 @@
 """The consolidated output: streamed to disk, equal to what a dict or list in input order
-would hold."""
+would hold; no answer lost in silence (a list keeps every position, a mapping's keys are
+checked before the run)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from hypothesis import strategies as st
 
 from runner import _repeats
 from runner._config import OutputConfig, OutputShape
+from runner._errors import ConfigError
+from runner._inputs import read_items
 from runner._journal import Journal
-from runner._output import consolidate, write_output
+from runner._output import check_keys, consolidate, write_output
+
+TITLES = [f"{t} {i}" for i, t in enumerate(["Alien", "Heat", "Ran", "Ikiru", "Élan"] * 3)][:13]
 
 answers = st.one_of(
     st.text(max_size=20),
@@ -26,7 +31,6 @@ records = st.lists(
         {
             "index": st.integers(0, 12),
             "status": st.sampled_from(["ok", "ok", "failed"]),
-            "title": st.sampled_from(["Alien", "Heat", "Ran", "Ikiru", "Élan"]),
             "answer": answers,
         }
     ),
@@ -42,63 +46,108 @@ def _journal(path: Path, rows: list[dict[str, Any]]) -> None:
                     "id": f"id{row['index']}",
                     "index": row["index"],
                     "status": row["status"],
-                    "input": {"title": row["title"]},
+                    "input": {"title": row.get("title", TITLES[row["index"]])},
                     "answer": row["answer"],
                 }
             )
 
 
-def _naive(rows: list[dict[str, Any]], shape: OutputShape) -> Any:
-    """The reference: the latest accepted record per index, a dict or list in index order."""
+def _naive(rows: list[dict[str, Any]], shape: OutputShape, items: int) -> Any:
+    """The reference: the latest accepted record per index, a dict in index order, or a list
+    with one entry per item (``None`` where none was accepted)."""
     latest: dict[int, dict[str, Any]] = {}
     for row in rows:
         if row["status"] == "ok":
             latest[row["index"]] = row
-    ordered = [latest[i] for i in sorted(latest)]
     if shape is OutputShape.mapping:
-        return {r["title"]: r["answer"] for r in ordered}
-    return [r["answer"] for r in ordered]
+        return {TITLES[i]: latest[i]["answer"] for i in sorted(latest)}
+    return [latest[i]["answer"] if i in latest else None for i in range(items)]
 
 
-@pytest.mark.parametrize("filter_bits", [8, 2**24])  # 8: every key shares a bucket
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(rows=records, shape=st.sampled_from([OutputShape.list, OutputShape.mapping]))
 def test_the_streamed_output_equals_a_dict_or_list_built_in_input_order(
     tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    filter_bits: int,
     rows: list[dict[str, Any]],
     shape: OutputShape,
 ) -> None:
-    monkeypatch.setattr(_repeats, "FILTER_BITS", filter_bits)
     tmp = tmp_path_factory.mktemp("out")
     _journal(tmp / "results.jsonl", rows)
     output = OutputConfig(filename="out.json", shape=shape, key_field="title")
     path = write_output(tmp, tmp / "results.jsonl", output, items=13)
     assert path is not None
     written = json.loads(path.read_text(encoding="utf-8"))
-    assert written == _naive(rows, shape)
-    if shape is OutputShape.mapping:  # key order too: where each key first appears
-        assert list(written) == list(_naive(rows, shape))
-    assert consolidate(tmp / "results.jsonl", output)[0] == written
+    assert written == _naive(rows, shape, 13)
+    if shape is OutputShape.mapping:  # key order too: input order
+        assert list(written) == list(_naive(rows, shape, 13))
+    assert consolidate(tmp / "results.jsonl", output, items=13)[0] == written
 
 
-def test_a_repeated_key_keeps_its_first_place_and_the_last_answer(tmp_path: Path) -> None:
+def test_a_list_keeps_every_input_position_failed_and_unfinished_items_are_null(
+    tmp_path: Path,
+) -> None:
     rows = [
-        {"index": 0, "status": "ok", "title": "Heat", "answer": "first heat"},
-        {"index": 1, "status": "ok", "title": "Alien", "answer": "alien"},
-        {"index": 2, "status": "ok", "title": "Heat", "answer": "second heat"},
-        {"index": 3, "status": "ok", "title": "Heat", "answer": "third heat"},
-    ]
+        {"index": 3, "status": "ok", "answer": "d"},
+        {"index": 0, "status": "ok", "answer": "a"},
+        {"index": 1, "status": "failed", "answer": ""},
+    ]  # index 2 failed before; 4 and 5 never finished (an interrupted run)
     _journal(tmp_path / "results.jsonl", rows)
-    output = OutputConfig(filename="o.json", shape=OutputShape.mapping, key_field="title")
-    path = write_output(tmp_path, tmp_path / "results.jsonl", output, items=10)
+    output = OutputConfig(filename="o.json", shape=OutputShape.list)
+    path = write_output(tmp_path, tmp_path / "results.jsonl", output, items=6)
     assert path is not None
-    assert path.read_text(encoding="utf-8") == (
-        '{\n  "Heat": "third heat",\n  "Alien": "alien"\n}\n'
+    assert json.loads(path.read_text(encoding="utf-8")) == ["a", None, None, "d", None, None]
+    assert consolidate(tmp_path / "results.jsonl", output, items=6) == (
+        ["a", None, None, "d", None, None],
+        2,
     )
+
+
+def _items(tmp_path: Path, text: str) -> tuple[Path, Any]:
+    path = tmp_path / "films.csv"
+    path.write_text(text, encoding="utf-8")
+    return path, lambda: read_items(path, format="csv", id_field="id")
+
+
+def test_a_key_field_that_is_not_a_column_is_refused_naming_the_columns(tmp_path: Path) -> None:
+    path, items = _items(tmp_path, "id,title\n1,Heat\n2,Alien\n")
+    output = OutputConfig("o.json", OutputShape.mapping, key_field="titel")
+    with pytest.raises(ConfigError) as info:
+        check_keys(items, output, path=path)
+    assert str(info.value) == (
+        f"{path}: job.output.key_field 'titel' is not a column of the input (columns: id, title)"
+    )
+
+
+@pytest.mark.parametrize("filter_bits", [8, 2**24])  # 8: every key shares a bucket
+def test_a_repeated_mapping_key_is_refused_naming_both_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filter_bits: int
+) -> None:
+    monkeypatch.setattr(_repeats, "FILTER_BITS", filter_bits)
+    path, items = _items(tmp_path, "id,title\n1,Heat\n2,Alien\n3,Heat\n")
+    output = OutputConfig("o.json", OutputShape.mapping, key_field="title")
+    with pytest.raises(
+        ConfigError, match=r"films.csv:4: key 'Heat' .* repeats \(first seen on line 2\)"
+    ):
+        check_keys(items, output, path=path)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        OutputConfig("o.json", OutputShape.mapping, key_field="title"),
+        OutputConfig("o.json", OutputShape.mapping),  # the ids are the keys
+        OutputConfig("o.json", OutputShape.list, key_field="title"),  # no keys in a list
+    ],
+)
+@pytest.mark.parametrize("filter_bits", [8, 2**24])
+def test_unique_keys_ids_and_lists_pass_the_key_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filter_bits: int, output: OutputConfig
+) -> None:
+    monkeypatch.setattr(_repeats, "FILTER_BITS", filter_bits)
+    path, items = _items(tmp_path, "id,title\n1,Heat\n2,Alien\n3,heat\n")
+    check_keys(items, output, path=path)
 
 
 def test_the_file_is_indented_like_json_dump(tmp_path: Path) -> None:
@@ -115,11 +164,11 @@ def test_the_file_is_indented_like_json_dump(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == expected + "\n"
 
 
-def test_no_answers_make_an_empty_list_or_object(tmp_path: Path) -> None:
+def test_no_answers_make_a_list_of_nulls_or_an_empty_object(tmp_path: Path) -> None:
     _journal(
         tmp_path / "results.jsonl", [{"index": 0, "status": "failed", "title": "a", "answer": ""}]
     )
-    for shape, empty in ((OutputShape.list, []), (OutputShape.mapping, {})):
+    for shape, empty in ((OutputShape.list, [None]), (OutputShape.mapping, {})):
         path = write_output(
             tmp_path, tmp_path / "results.jsonl", OutputConfig("o.json", shape), items=1
         )
@@ -139,7 +188,10 @@ def test_lines_this_runner_did_not_write_are_skipped(tmp_path: Path) -> None:
         f.write(json.dumps({"status": "ok", "index": 5, "answer": "beyond the job"}) + "\n")
     # Indices at or beyond the job's item count are not this run's: skipped, and nothing
     # is allocated for them.
-    assert consolidate(results, OutputConfig(shape=OutputShape.list), items=5) == (["kept"], 1)
+    assert consolidate(results, OutputConfig(shape=OutputShape.list), items=5) == (
+        ["kept", None, None, None, None],
+        1,
+    )
 
 
 def test_a_missing_results_file_gives_an_empty_output(tmp_path: Path) -> None:

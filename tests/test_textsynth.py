@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from runner import _textsynth
 from runner._errors import ProtocolError, ServerError
+from runner._policy import Fault, classify
 from runner._request import Api, Completion, GenerationRequest, Style
 from runner._textsynth import (
     BODY_LIMIT,
@@ -144,21 +145,31 @@ def test_parse_reads_the_answer(obj: dict[str, Any], expected: Completion) -> No
 
 
 @pytest.mark.parametrize(
-    ("status", "raw", "message", "retryable"),
+    ("status", "raw", "message", "fault"),
     [
-        (503, b"busy", "HTTP 503: busy", True),
-        (429, b"", "HTTP 429: (empty body)", True),
-        (400, body({"error": "invalid max_tokens"}), "HTTP 400: invalid max_tokens", False),
-        (404, body({"error": {"message": "no such engine"}}), "HTTP 404: no such engine", False),
+        (503, b"busy", "HTTP 503: busy", Fault.server),
+        (429, b"", "HTTP 429: (empty body)", Fault.server),
+        (
+            400,
+            body({"error": "invalid max_tokens"}),
+            "HTTP 400: invalid max_tokens",
+            Fault.bad_request,
+        ),
+        (
+            404,
+            body({"error": {"message": "no such engine"}}),
+            "HTTP 404: no such engine",
+            Fault.refused,
+        ),
     ],
 )
 def test_status_other_than_200_is_a_server_error(
-    status: int, raw: bytes, message: str, retryable: bool
+    status: int, raw: bytes, message: str, fault: Fault
 ) -> None:
     with pytest.raises(ServerError) as caught:
         parse(status, raw, node=NODE)
     error = caught.value
-    assert (str(error), error.status, error.retryable) == (message, status, retryable)
+    assert (str(error), error.status, classify(error)) == (message, status, fault)
     assert (error.node, error.body) == (NODE, raw.decode())
 
 

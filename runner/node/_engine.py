@@ -29,10 +29,8 @@ from typing import Any
 
 import httpx
 import jsonschema
-import referencing
-import referencing.exceptions
-import referencing.jsonschema
 
+from .._schema_refs import dangling_refs
 from ._api import (
     ApiError,
     ChatRequest,
@@ -92,17 +90,30 @@ class Engine:
         n_parallel: sequences decoded at once (slots).
         n_ctx: context per sequence in tokens (the model's context is ``n_ctx × n_parallel``).
         max_queue: requests that may wait while every slot is busy; more get 503.
+        reproducible: evaluate a seeded request's prompt afresh instead of reusing a slot's
+            cached prefix. A prefix reused from the cache is computed in other batch shapes
+            than a whole prompt, which moves the logits by rounding and, now and then, the
+            sampled text; afresh, the same request and seed give the same text on an idle
+            node (measured in docs/node.md, "Determinism").
 
     Raises:
         ValueError: llama.cpp could not load the file.
     """
 
     def __init__(
-        self, spec: ModelSpec, *, n_threads: int, n_parallel: int, n_ctx: int, max_queue: int
+        self,
+        spec: ModelSpec,
+        *,
+        n_threads: int,
+        n_parallel: int,
+        n_ctx: int,
+        max_queue: int,
+        reproducible: bool = True,
     ) -> None:
         import xllamacpp  # the node extra; imported here so the config works without it
 
         self.name = spec.name
+        self.reproducible = reproducible
         self.slots = Slots(n_parallel, max_queue)
         self._key = secrets.token_urlsafe(24)
         params = xllamacpp.CommonParams()
@@ -206,15 +217,9 @@ class Engine:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ApiError(400, f"schema: not a valid JSON Schema: {exc.message}") from exc
-        resource = referencing.jsonschema.specification_with(
-            str(schema.get("$schema", "")), default=referencing.jsonschema.DRAFT202012
-        ).create_resource(schema)
-        resolver = referencing.Registry().with_resource("", resource).resolver()
-        for ref in _refs(schema):
-            try:
-                resolver.lookup(ref)
-            except referencing.exceptions.Unresolvable as exc:
-                raise ApiError(400, f"schema: $ref {ref!r} does not resolve") from exc
+        dangling = dangling_refs(schema)
+        if dangling:
+            raise ApiError(400, f"schema: $ref {dangling[0]!r} does not resolve")
         if len(self._schemas) >= 64:
             self._schemas.pop(next(iter(self._schemas)))
         self._schemas[key] = None
@@ -265,7 +270,7 @@ class Engine:
             "frequency_penalty": sampling.frequency_penalty,
             "seed": seed,
             "stop": list(sampling.stop),
-            "cache_prompt": True,
+            "cache_prompt": not (self.reproducible and sampling.seed),
         }
         if sampling.logit_bias:
             body["logit_bias"] = [[token, bias] for token, bias in sampling.logit_bias.items()]
@@ -433,19 +438,3 @@ def _piece_bytes(piece: str | list[int]) -> bytes:
     """A token's bytes: llama-server gives a string, or a list of bytes when the token
     is not valid UTF-8 on its own (part of a multi-byte character)."""
     return piece.encode() if isinstance(piece, str) else bytes(piece)
-
-
-def _refs(schema: Any) -> list[str]:
-    """Every ``$ref`` string in a schema, in document order."""
-    found: list[str] = []
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str):
-                found.append(ref)
-            stack.extend(reversed(list(node.values())))
-        elif isinstance(node, list):
-            stack.extend(reversed(node))
-    return found

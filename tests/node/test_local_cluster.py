@@ -200,3 +200,34 @@ def test_openai_server_lists_the_model_and_chats_behind_a_key(tmp_path: Path) ->
         assert "k-123" not in " ".join(psutil.Process(pid).cmdline())
     assert gone(pid)
     assert "k-123" not in (tmp_path / "local-1.log").read_text()
+
+
+def answers(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0, trust_env=False).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.usefixtures("needs_model")
+def test_a_node_that_dies_is_started_again_on_its_port_a_bounded_number_of_times() -> None:
+    restarts: list[tuple[str, int]] = []
+    with local_cluster(
+        nodes=1, threads=1, max_restarts=1, on_restart=lambda n, c, why: restarts.append((n, c))
+    ) as (node,):
+        first = psutil.Process(node.pid)
+        first.kill()
+        assert wait_gone([first.pid])
+        assert answers(node.url, timeout=60), "the node was not started again"
+        assert restarts == [("local-1", 1)]
+        (second,) = [p for p in servers_left() if p.pid != first.pid]
+        second.kill()
+        assert wait_gone([second.pid])
+        time.sleep(1.5)  # three looks of the watch: no third process
+        assert not answers(node.url, timeout=0.5) and restarts == [("local-1", 1)]
+    assert servers_left() == []

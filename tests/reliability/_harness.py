@@ -337,8 +337,8 @@ def check_run(
       ``failed`` with a one-line reason;
     * every line of the resume journal parses (but ``torn`` lines cut on purpose), it holds at
       most one accepted record per item, and every ``ok`` record of the run is in it;
-    * the consolidated output equals the accepted answers of ``results.jsonl``, in input order,
-      and those equal the journal's;
+    * the consolidated output equals the accepted answers of ``results.jsonl``, in input order
+      (a list has ``null`` where an item has none), and those equal the journal's;
     * ``sent`` (requests the nodes saw during the run, by title) holds no title journaled
       before the run (real nodes keep no such log: ``sent=None`` leaves ``resent`` uncounted).
     """
@@ -367,8 +367,9 @@ def check_run(
     in_order = sorted(ok, key=lambda r: r["index"])
     if job.name == "movie_synopsis":  # a mapping title → answer
         expected: Any = {r["input"]["title"]: r["answer"] for r in in_order}
-    else:
-        expected = [r["answer"] for r in in_order]
+    else:  # a list: one entry per item, null where none was accepted
+        answers = {r["index"]: r["answer"] for r in in_order}
+        expected = [answers.get(i) for i in range(len(job.titles))]
     assert output == expected, "the consolidated output differs from the journal"
     before = set(journaled_before)
     resent = None if sent is None else sum(n for t, n in sent.items() if t in before)

@@ -22,7 +22,8 @@ Behaviour is set at start (``--behaviour JSON``) and changed while it runs with
   promised length),
   ``"wrongjson"`` (200 with JSON that is not an answer), ``"stall"`` (a stream that sends one
   chunk, then nothing for ``stall_hold`` seconds), ``"ok"``.
-- ``refuse``: substrings; a prompt holding one always gets a 500 (a "bad row").
+- ``refuse``: substrings; a prompt holding one always gets ``refuse_status`` (default 500:
+  a "bad row"; 400: a bad request, as a node answers a request it cannot serve).
 - ``echo_auth``: error bodies quote the request's Authorization header (a hostile node).
 - ``retry_after``: the ``Retry-After`` header of ``"busy"`` answers (default ``"1"``).
 - ``slots``: when set, ``GET /health`` says it (``{"engines": ["smollm2"], "slots": N}``), as
@@ -57,6 +58,7 @@ class State:
             "chunk_delay": 0.0,
             "faults": [],
             "refuse": [],
+            "refuse_status": 500,
             "echo_auth": False,
             "stall_hold": STALL_HOLD,
             "retry_after": "1",
@@ -133,7 +135,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 with state.lock:
                     self._send(200, {**state.behaviour, "served": state.served})
             elif self.path == "/v1/engines":
-                self._send(200, {"engines": [{"id": "smollm2"}]})
+                self._send(200, {"engines": [{"id": "smollm2", "n_ctx": 2048}]})
             else:
                 self._send(404, {"error": f"no route {self.path}"})
 
@@ -182,7 +184,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 self._send(503, {"error": "busy"}, headers={"Retry-After": retry_after})
                 return
             if any(r in prompt for r in behaviour["refuse"]):
-                self._error(500, "refused: this row always fails here")
+                self._error(behaviour["refuse_status"], "refused: this row always fails here")
                 return
             time.sleep(float(behaviour["delay"]))
             if fault == "malformed":

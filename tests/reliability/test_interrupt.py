@@ -6,13 +6,16 @@ requests are cancelled, the journal is flushed, and the message says how to resu
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 from tests.reliability._harness import (
     FAST_ENGINE,
     Cluster,
+    FakeNode,
     Job,
     Ledger,
     check_run,
@@ -22,10 +25,12 @@ from tests.reliability._harness import (
 )
 
 
-def test_ctrl_c_mid_run_cancels_requests_flushes_the_journal_and_says_how_to_resume(
-    cluster: Cluster, job: Job, ledger: Ledger
-) -> None:
-    # Answers take ~1.5 s (15 chunks, 0.1 s apart): Ctrl-C always finds requests in flight.
+def stop_mid_run(
+    cluster: Cluster, job: Job, sig: signal.Signals
+) -> tuple[FakeNode, subprocess.Popen[str], str, float, list[str]]:
+    """Start a run whose answers take ~1.5 s (15 chunks, 0.1 s apart), send ``sig`` once a
+    few items are done and a new wave is in flight; return the node, the process, its
+    stderr, how long it took to stop, and the overrides (for a re-run)."""
     node = cluster.add("node", behaviour={"chunk_delay": 0.1})
     overrides = [*cluster.overrides(), *FAST_ENGINE, "engine.slots=4"]
     process = job.start("first", *overrides)
@@ -33,12 +38,20 @@ def test_ctrl_c_mid_run_cancels_requests_flushes_the_journal_and_says_how_to_res
     try:
         assert wait_for(lambda: len(read_jsonl(results)) >= 4, timeout=30)
         assert wait_for(lambda: len(node.requests()) >= 8, timeout=10)  # a new wave in flight
-        process.send_signal(signal.SIGINT)
-        interrupted_at = time.monotonic()
+        process.send_signal(sig)
+        sent_at = time.monotonic()
         _, err = process.communicate(timeout=20)
-        took = time.monotonic() - interrupted_at
+        took = time.monotonic() - sent_at
     finally:
         stop_process(process)
+    return node, process, err, took, overrides
+
+
+def test_ctrl_c_mid_run_cancels_requests_flushes_the_journal_and_says_how_to_resume(
+    cluster: Cluster, job: Job, ledger: Ledger
+) -> None:
+    node, process, err, took, overrides = stop_mid_run(cluster, job, signal.SIGINT)
+    results = job.run_dir("first") / "results.jsonl"
     assert process.returncode == 130, err[-2000:]
     assert took < 3, f"Ctrl-C took {took:.1f}s"
     said = " ".join(err.split())
@@ -93,3 +106,42 @@ def test_ctrl_c_while_the_input_is_checked_exits_130_with_one_line_and_sends_not
         duplicated=0,
         resent=0,
     )
+
+
+def test_sigterm_mid_run_is_handled_like_ctrl_c_and_exits_143(
+    cluster: Cluster, job: Job, ledger: Ledger
+) -> None:
+    """What Slurm, Kubernetes and systemd send: requests cancelled, journal flushed,
+    report.json written, exit 143 (128 + SIGTERM)."""
+    node, process, err, took, _ = stop_mid_run(cluster, job, signal.SIGTERM)
+    assert process.returncode == 143, err[-2000:]
+    assert took < 3, f"SIGTERM took {took:.1f}s"
+    said = " ".join(err.split())
+    assert "Terminated (SIGTERM)." in said and "Run the same command again to resume" in said
+    assert "Traceback" not in err
+    assert wait_for(lambda: len(node.aborted()) >= 1, timeout=5), "in-flight answers went on"
+    report = json.loads((job.run_dir("first") / "report.json").read_text())
+    assert report["stopped"] == "terminated (SIGTERM)"
+    first = check_run(job, "first", sent=cluster.item_requests())
+    assert first.duplicated == 0 and first.failed == 0 and 4 <= first.ok < 40
+    assert report["totals"]["ok"] == first.ok
+    ledger.add("fault", "SIGTERM mid-run", exit=143, **first.row())
+
+
+def test_sigterm_while_the_input_is_checked_exits_143_with_one_line_and_sends_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = cluster.add("node")
+    job = Job.create(tmp_path / "big", 150_000)
+    process = job.start("run", *cluster.overrides(), *FAST_ENGINE)
+    try:
+        assert wait_for(lambda: (job.run_dir("run") / ".hydra").exists(), timeout=30)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    finally:
+        stop_process(process)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert process.returncode == 143, err[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: terminated (SIGTERM)"), lines
+    assert not node.requests()
