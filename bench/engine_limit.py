@@ -2,7 +2,8 @@
 
 The yardstick of ``python -m bench.real_model``. In this one process it loads ``--nodes``
 copies of the node's own :class:`runner.node._engine.Engine` (llama.cpp's server engine,
-the same parameters as ``python -m runner.node``: threads, slots, context per slot), builds
+the same parameters as the local cluster's nodes: threads, slots, context per slot, and
+``reproducible`` off unless ``--reproducible``), builds
 the job's requests exactly as the runner builds them (template, system prompt, schema,
 sampling, seeds) and turns each into the engine's native body as the node would. Then
 ``--parallel`` plain threads per engine pull requests from one shared queue and call the
@@ -59,11 +60,20 @@ def native_bodies(job: str, engines: Sequence[Engine]) -> list[tuple[Engine, dic
     return asyncio.run(convert())
 
 
-def measure(job: str, *, nodes: int, threads: int, parallel: int) -> dict[str, Any]:
+def measure(
+    job: str, *, nodes: int, threads: int, parallel: int, reproducible: bool = False
+) -> dict[str, Any]:
     """Load the engines, send the job through them, return the figures."""
     spec = ModelSpec("smollm2", default_model_path())
     engines = [
-        Engine(spec, n_threads=threads, n_parallel=parallel, n_ctx=NodeConfig.n_ctx, max_queue=0)
+        Engine(
+            spec,
+            n_threads=threads,
+            n_parallel=parallel,
+            n_ctx=NodeConfig.n_ctx,
+            max_queue=0,
+            reproducible=reproducible,
+        )
         for _ in range(nodes)
     ]
     work = native_bodies(job, engines)
@@ -100,6 +110,7 @@ def measure(job: str, *, nodes: int, threads: int, parallel: int) -> dict[str, A
     return {
         "job": job,
         "layout": f"{nodes}x{threads}x{parallel}",
+        "reproducible": reproducible,
         "answers": len(answers),
         "requests": len(work),
         "wall_s": round(wall, 3),
@@ -121,8 +132,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="the node's reproducible=true: seeded prompts evaluated afresh, no prompt cache",
+    )
     args = parser.parse_args(argv)
-    figures = measure(args.job, nodes=args.nodes, threads=args.threads, parallel=args.parallel)
+    figures = measure(
+        args.job,
+        nodes=args.nodes,
+        threads=args.threads,
+        parallel=args.parallel,
+        reproducible=args.reproducible,
+    )
     print(json.dumps(figures), flush=True)
 
 

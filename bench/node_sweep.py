@@ -13,7 +13,13 @@ schema-constrained requests (short answers) or ``--max-seconds``: the node's RSS
 every 2 s (after the first 10 % of requests as the warm-up base), each answer parsed and
 validated against the schema, non-200 answers and crashes counted.
 
-Both print the load average before and after, and write JSON to ``--out``.
+``determinism``: one node with ``--slots`` slots. Each of ``--prompts`` seeded requests of
+the job (plain text and schema-constrained, temperature 0.7) is sent alone ``--repeats``
+times, then as many times again while the other slots are kept busy with other requests (so
+it is decoded in a batch with them). Counts how many answers equal the first idle one, idle
+and under load.
+
+All print the load average before and after, and write JSON to ``--out``.
 """
 
 from __future__ import annotations
@@ -197,6 +203,42 @@ def soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     }
 
 
+def determinism(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    bodies = requests_of_job(args.prompts + args.slots)
+    probes, fillers = bodies[: args.prompts], bodies[args.prompts :]
+    for index, body in enumerate(probes):
+        if index % 2:  # every other one plain text: the same model without a grammar
+            body.pop("schema")
+            body["max_tokens"] = 80
+    counts = {"idle_same": 0, "idle_runs": 0, "loaded_same": 0, "loaded_runs": 0}
+    differing: list[int] = []
+    with Node(folder, n_parallel=args.slots, n_threads=args.threads) as node:
+        for index, body in enumerate(probes):
+            first = node.chat(body)[1]
+            assert first is not None
+            for _ in range(args.repeats - 1):
+                again = node.chat(body)[1]
+                counts["idle_runs"] += 1
+                counts["idle_same"] += again is not None and again["text"] == first["text"]
+            same_here = 0
+            for _ in range(args.repeats):
+                with ThreadPoolExecutor(args.slots) as pool:
+                    load = [pool.submit(node.chat, f) for f in fillers[: args.slots - 1]]
+                    time.sleep(0.3)  # the others are decoding when this one joins the batch
+                    loaded = node.chat(body)[1]
+                    for future in load:
+                        future.result()
+                counts["loaded_runs"] += 1
+                same = loaded is not None and loaded["text"] == first["text"]
+                counts["loaded_same"] += same
+                same_here += same
+            if same_here < args.repeats:
+                differing.append(index)
+            print(f"prompt {index}: under load {same_here}/{args.repeats} same", flush=True)
+    return {"slots": args.slots, "prompts": args.prompts, "repeats": args.repeats,
+            "counts": counts, "prompts_differing_under_load": differing}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.node_sweep")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -213,12 +255,18 @@ def main() -> None:
     k.add_argument("--slots", type=int, default=4)
     k.add_argument("--clients", type=int, default=8)
     k.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    for p in (s, k):
+    d = sub.add_parser("determinism")
+    d.add_argument("--prompts", type=int, default=6)
+    d.add_argument("--repeats", type=int, default=5)
+    d.add_argument("--slots", type=int, default=4)
+    d.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    for p in (s, k, d):
         p.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="node-sweep-") as tmp:
-        result = (sweep if args.mode == "sweep" else soak)(args, Path(tmp))
+        mode = {"sweep": sweep, "soak": soak, "determinism": determinism}[args.mode]
+        result = mode(args, Path(tmp))
     result["load_before_after"] = [None, os.getloadavg()]
     print(json.dumps(result, indent=1))
     if args.out:

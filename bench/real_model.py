@@ -5,8 +5,9 @@ For each round, each layout (``NODESxTHREADSxSLOTS``, default ``2x1x4``: the loc
 cluster's default) and each job (default ``movie_details`` and ``movie_synopsis``):
 
 1. **engine limit**: ``python -m bench.engine_limit`` in a fresh process: the node's
-   engine in-process with the same layout, the job's requests built as the runner builds
-   them, plain threads (slots per engine) calling it directly: no HTTP, no node, no runner.
+   engine in-process with the same layout and settings (``--reproducible``: on both
+   sides), the job's requests built as the runner builds them, plain threads (slots per
+   engine) calling it directly: no HTTP, no node, no runner.
 2. **runner**: a fresh local cluster with that layout (``python -m runner.node`` processes)
    and the whole job through the runner (``runner._run.run``: scan, engine, journals,
    output), timed by the runner's report from the start of the run to its end.
@@ -41,8 +42,11 @@ from runner._run import run
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def job_config(job: str, addresses: Sequence[str], workdir: Path) -> RunConfig:
-    """The runner's configuration for ``job`` over nodes already running at ``addresses``."""
+def job_config(
+    job: str, addresses: Sequence[str], workdir: Path, extra: Sequence[str] = ()
+) -> RunConfig:
+    """The runner's configuration for ``job`` over nodes already running at ``addresses``
+    (``extra``: more overrides)."""
     listing = ", ".join(f'{{address: "{a}", name: local-{i + 1}}}' for i, a in enumerate(addresses))
     register()
     with initialize_config_dir(config_dir=str(_ROOT / "conf"), version_base="1.3"):
@@ -56,6 +60,7 @@ def job_config(job: str, addresses: Sequence[str], workdir: Path) -> RunConfig:
                 f"journal_dir={workdir / 'journal'}",
                 f"prompts_dir={_ROOT / 'prompts'}",
                 "progress=off",
+                *extra,
             ],
         )
     return to_run_config(cfg)
@@ -67,9 +72,12 @@ def layout(text: str) -> tuple[int, int, int]:
     return nodes, threads, slots
 
 
-def engine_limit(job: str, nodes: int, threads: int, slots: int) -> dict[str, Any]:
+def engine_limit(
+    job: str, nodes: int, threads: int, slots: int, *, reproducible: bool = False
+) -> dict[str, Any]:
     """The engine's own figures, from a fresh process."""
     command = [sys.executable, "-m", "bench.engine_limit", "--job", job]
+    command += ["--reproducible"] if reproducible else []
     command += ["--nodes", str(nodes), "--threads", str(threads), "--parallel", str(slots)]
     done = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -78,10 +86,21 @@ def engine_limit(job: str, nodes: int, threads: int, slots: int) -> dict[str, An
     return figures
 
 
-def through_runner(job: str, nodes: int, threads: int, slots: int, tmp: Path) -> dict[str, Any]:
-    """The runner's figures over a fresh local cluster."""
-    with local_cluster(nodes=nodes, threads=threads, parallel=slots) as cluster:
-        cfg = job_config(job, [n.address for n in cluster], tmp)
+def through_runner(
+    job: str,
+    nodes: int,
+    threads: int,
+    slots: int,
+    tmp: Path,
+    extra: Sequence[str] = (),
+    *,
+    reproducible: bool = False,
+) -> dict[str, Any]:
+    """The runner's figures over a fresh local cluster (``extra``: more overrides)."""
+    with local_cluster(
+        nodes=nodes, threads=threads, parallel=slots, reproducible=reproducible
+    ) as cluster:
+        cfg = job_config(job, [n.address for n in cluster], tmp, extra)
         run_dir = tmp / "run"
         outcome = run(cfg, run_dir, console=Console(stderr=True, quiet=True))
     if outcome.exit_code != 0:
@@ -111,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jobs", default="movie_details,movie_synopsis")
     parser.add_argument("--layouts", default="2x1x4", help="comma-separated NODESxTHREADSxSLOTS")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--reproducible", action="store_true", help="nodes with reproducible=true (both sides)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     jobs = args.jobs.split(",")
@@ -121,9 +143,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for round_ in range(args.rounds):
         for nodes, threads, slots in layouts:
             for job in jobs:
-                limit = engine_limit(job, nodes, threads, slots)
+                limit = engine_limit(job, nodes, threads, slots, reproducible=args.reproducible)
                 with tempfile.TemporaryDirectory(prefix="real-model-") as tmp:
-                    runner = through_runner(job, nodes, threads, slots, Path(tmp))
+                    runner = through_runner(
+                        job, nodes, threads, slots, Path(tmp), reproducible=args.reproducible
+                    )
                 entry: dict[str, Any] = {"round": round_ + 1, "limit": limit, "runner": runner}
                 measures.append(entry)
                 print(
@@ -154,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
     if args.out:
         result = {
+            "reproducible": args.reproducible,
             "load_before": load_before,
             "load_after": load_after,
             "measures": measures,

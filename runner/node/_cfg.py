@@ -70,6 +70,8 @@ class NodeConfig:
         n_ctx: context per sequence in tokens (prompt + generated).
         max_queue: sequences allowed to wait per model while every slot is busy; more get
             503 with ``Retry-After``.
+        reproducible: a seeded request is evaluated without the prompt cache, so the same
+            request and seed give the same text on an otherwise idle node.
         max_body_bytes: the largest request body accepted; larger get 413.
         log_filename: a file that receives the log lines too, or None.
         log_start: print ``Started.`` on stdout when ready.
@@ -84,6 +86,7 @@ class NodeConfig:
     n_parallel: int = DEFAULT_N_PARALLEL
     n_ctx: int = 2048
     max_queue: int = 16
+    reproducible: bool = True
     max_body_bytes: int = 1 << 20
     log_filename: Path | None = None
     log_start: bool = False
@@ -120,6 +123,7 @@ SCALAR_KEYS: dict[str, Callable[[Any], str | None]] = {
     "n_parallel": _integer(1, 256),
     "n_ctx": _integer(64, 1 << 20),
     "max_queue": _integer(0, 1 << 20),
+    "reproducible": _boolean,
     "max_body_bytes": _integer(1024, 1 << 30),
     "log_filename": _string,
     "log_start": _boolean,

@@ -130,6 +130,11 @@ class Engine:
         # 0.1 per token against a plain evaluation; TextSynth's logprob must stay exact.
         params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.verbosity = -1  # llama.cpp's per-request lines would drown the node's log
+        # llama-server keeps idle slots' prompt states in a host-memory cache of up to 8 GiB
+        # by default: the node's memory would grow with every new prompt for hours. The
+        # slots' own caches (cache_prompt) are enough for prompts that share a beginning.
+        params.cache_ram_mib = 0
+        params.cache_idle_slots = False
         try:
             self._server = xllamacpp.Server(params)
         except Exception as exc:  # the binding raises RuntimeError/ValueError on a bad file

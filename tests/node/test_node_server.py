@@ -129,6 +129,34 @@ def test_same_request_and_seed_give_the_same_text_whatever_ran_between(
     assert any(text != first["text"] for text in other_seed)
 
 
+def test_a_seeded_answer_does_not_depend_on_which_slot_served_it_or_its_cache(
+    client: httpx.Client, real_node: RunningNode
+) -> None:
+    """Streamed answers end while their slot is still being released, so the next request
+    often lands in another slot, whose cache holds another prompt's beginning: a reused
+    prefix is computed in other batch shapes and used to move the text now and then."""
+    body = {
+        "messages": ["Describe the film Heat as JSON."],
+        "system": "You are a film database.",
+        "max_tokens": 80,
+        "temperature": 0.7,
+        "top_k": 40,
+        "seed": 5,
+    }
+    other = body | {"messages": ["Describe the film Alien as JSON."], "seed": 6}
+    texts = []
+    for _ in range(4):
+        texts.append(streamed_text(client, real_node, body))
+        streamed_text(client, real_node, other)
+    assert len(set(texts)) == 1, texts
+
+
+def streamed_text(client: httpx.Client, node: RunningNode, body: dict[str, Any]) -> str:
+    return "".join(
+        f.get("text", "") for f in parse_frames(stream_frames(client, node, "chat", body))
+    )
+
+
 def test_n_completions_come_back_as_a_list(client: httpx.Client, real_node: RunningNode) -> None:
     answer = ok(client, real_node, "completions", {"prompt": "Once upon", "max_tokens": 4, "n": 3})
     assert isinstance(answer["text"], list) and len(answer["text"]) == 3
