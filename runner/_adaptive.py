@@ -12,7 +12,9 @@ node's throughput at its current limit and moves the limit:
   while climbing and ``max(10, 2L)`` once the search turns, and every window at a level
   adds to that level's figure.
 * **Climb.** Starting at 1, the limit doubles while the highest level measured is also the
-  best (TCP's slow start), so a node that wants 8 gets there in three windows.
+  best (TCP's slow start), so a node that wants 8 gets there in three windows. A node that
+  says how many sequences it runs at once starts there instead, and the search halves
+  downwards from it as it would double upwards.
 * **Refine.** Once a level is worse than one below it, the limit visits the midpoints of
   the gaps around the best level until its neighbours are measured (a binary search). The
   gap below is skipped when throughput grew in proportion across it (nothing in between
@@ -112,7 +114,7 @@ class ConcurrencyTuner:
         if below and best - below[-1] > 1 and not self._scaled(below[-1], best):
             return (best + below[-1] + 1) // 2
         if best > 1 and not below:
-            return best - 1
+            return best // 2  # started high (at the node's slots): search downwards too
         if self.limit == best:
             self._windows_here += 1
             if self._windows_here >= REMEASURE:  # forget the neighbours: measure them again

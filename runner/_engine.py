@@ -57,7 +57,7 @@ from ._errors import (
 )
 from ._health import probe_benched, watch_cluster
 from ._hedging import hedge_candidate
-from ._nodes import Health, NodeSpec, NodeState
+from ._nodes import Health, NodeSpec, NodeState, SlotsFrom
 from ._policy import Fault, History, Where, classify, decide, probe_pause
 from ._request import Api, Completion, Style
 from ._work import Acceptor, RequestTrace, Work, accept_text
@@ -134,8 +134,11 @@ class Engine:
         self._tuners: dict[str, ConcurrencyTuner] = {}
         if settings.adaptive:
             for node in self.nodes:
-                self._tuners[node.name] = ConcurrencyTuner(ceiling=settings.max_slots)
-                node.limit = 1
+                # A node that said its slots starts there; the others at 1.
+                said = node.spec.slots if node.spec.slots_from is SlotsFrom.node else 1
+                start = max(1, min(settings.max_slots, said))
+                self._tuners[node.name] = ConcurrencyTuner(ceiling=settings.max_slots, limit=start)
+                node.limit = start
         self._api = api
         self._style = style
         self._engine_id = engine_id

@@ -106,3 +106,23 @@ def test_on_a_queueing_node_the_tuner_settles_on_its_server_count(servers: int) 
         tail = drive_fifo(ConcurrencyTuner(ceiling=8), servers, 3000, seed)[-1000:]
         settled.append(max(set(tail), key=tail.count))
     assert sorted(settled)[1] == servers  # the median of three runs
+
+
+def gentle(limit: int, best: int) -> float:
+    """A node that runs ``limit`` sequences at once (it said so) but peaks at ``best``:
+    linear gains up to it, 5 % less per sequence beyond."""
+    return float(limit) if limit <= best else best * (1 - 0.05 * (limit - best))
+
+
+@pytest.mark.parametrize("best", [1, 2, 4, 8])
+def test_a_tuner_started_at_the_nodes_slots_searches_down_to_the_best(best: int) -> None:
+    tuner = ConcurrencyTuner(ceiling=8, limit=8)
+    now, limits = 0.0, []
+    for _ in range(600):
+        rate = gentle(tuner.limit, best)
+        now += 1 / rate
+        tuner.observe(now, 1, latency=tuner.limit / rate, in_flight=tuner.limit, saturated=True)
+        limits.append(tuner.limit)
+    tail = limits[-200:]
+    assert max(set(tail), key=tail.count) == best
+    assert 600 / now >= 0.9 * gentle(best, best)

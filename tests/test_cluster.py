@@ -239,3 +239,20 @@ def test_an_address_that_is_neither_form_is_refused_naming_the_forms(
     with pytest.raises(ConfigError, match=re.escape(f"cluster.nodes[0].address: '{address}'")) as e:
         remote_nodes(static(NodeConfig(address=address)), ENGINE)
     assert message in str(e.value)
+
+
+def test_adaptive_mode_starts_each_node_at_the_slots_it_said_and_the_others_at_1() -> None:
+    said, silent = (
+        NodeSpec(f"127.0.0.1:{p}", f"http://127.0.0.1:{p}", slots=1, slots_from=SlotsFrom.default)
+        for p in (1, 2)
+    )
+    said = said.with_node_slots(4)
+    engine = Engine(
+        [said, silent],
+        replace(ENGINE, adaptive=True, max_slots=8),
+        api=Api.textsynth,
+        style=Style.completion,
+        engine_id="m",
+        on_result=lambda record: None,
+    )
+    assert [node.limit for node in engine.nodes] == [4, 1]
