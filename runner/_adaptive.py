@@ -55,8 +55,8 @@ class ConcurrencyTuner:
     _windows_here: int = 0
 
     def window_size(self) -> int:
-        """Answers per measurement: ``L`` while climbing (a round of requests), at least 3
-        once the search turns (a steadier figure where the choice is close)."""
+        """Answers per measurement: ``L`` while climbing (a round of requests), ``2L`` but at
+        least 10 once the search turns (a steadier figure where the choice is close)."""
         climbing = all(level < self.limit for level in self.rates)
         return self.limit if climbing else max(10, 2 * self.limit)
 

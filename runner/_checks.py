@@ -21,7 +21,8 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from ._config import ClusterKind, JobKind, RunConfig
 from ._errors import ConfigError
 
-# key → (minimum, strictly greater?) for numbers that must be positive or non-negative
+# key → minimum, for numbers that must be positive: a minimum of 0 means greater than 0 (the
+# durations), any other is the smallest value allowed (the counts); an unset key is skipped
 _POSITIVE = {
     "engine.slots": 1,
     "engine.max_slots": 1,

@@ -33,6 +33,7 @@ import httpx
 import trio
 
 from . import _openai, _textsynth
+from ._config import EngineConfig
 from ._errors import (
     ConfigError,
     NodeBusy,
@@ -42,6 +43,7 @@ from ._errors import (
     ServerError,
     TransportError,
 )
+from ._nodes import NodeSpec
 from ._request import Api, Completion, GenerationRequest, Style
 
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body read before giving up on the rest
@@ -148,6 +150,45 @@ class NodeClient:
         self._transport = transport
         self._wire = _WIRES[api]
         self._http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def for_node(
+        cls,
+        spec: NodeSpec,
+        api: Api,
+        settings: EngineConfig,
+        *,
+        max_connections: int,
+        connect_timeout: float | None = None,
+        stall_timeout: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> NodeClient:
+        """A client for a node of the cluster, with the engine's timeouts.
+
+        Args:
+            spec: the node (its name, address and key).
+            api: the protocol the cluster's nodes speak.
+            settings: the engine's settings: ``connect_timeout`` and ``stall_timeout``.
+            max_connections: as for the constructor.
+            connect_timeout: instead of ``settings.connect_timeout``.
+            stall_timeout: instead of ``settings.stall_timeout``.
+            transport: an httpx transport to use instead of the network (tests).
+
+        Raises:
+            ConfigError: the node's ``base_url`` is not an http(s) URL.
+        """
+        return cls(
+            spec.base_url,
+            name=spec.name,
+            api=api,
+            api_key=spec.api_key,
+            connect_timeout=settings.connect_timeout
+            if connect_timeout is None
+            else connect_timeout,
+            stall_timeout=settings.stall_timeout if stall_timeout is None else stall_timeout,
+            max_connections=max_connections,
+            transport=transport,
+        )
 
     def __repr__(self) -> str:
         return f"NodeClient({self.name!r}, {self.base_url!r}, api={self.api.value})"

@@ -251,14 +251,13 @@ async def roll_call(
 
     async def one(i: int) -> None:
         spec = specs[i]
-        async with NodeClient(
-            spec.base_url,
-            name=spec.name,
-            api=api,
-            api_key=spec.api_key,
+        async with NodeClient.for_node(
+            spec,
+            api,
+            settings,
+            max_connections=1,
             connect_timeout=min(settings.connect_timeout, timeout),
             stall_timeout=timeout,
-            max_connections=1,
             transport=transport,
         ) as client:
             try:

@@ -43,6 +43,7 @@ import httpx
 import trio
 
 from . import _records
+from ._acceptance import accept_text
 from ._adaptive import ConcurrencyTuner
 from ._client import NodeClient
 from ._config import EngineConfig
@@ -60,7 +61,7 @@ from ._hedging import hedge_candidate
 from ._nodes import Health, NodeSpec, NodeState, SlotsFrom
 from ._policy import Fault, History, Where, classify, decide, probe_pause
 from ._request import Api, Completion, Style
-from ._work import Acceptor, RequestTrace, Work, accept_text
+from ._work import Acceptor, RequestTrace, Work
 
 
 @dataclass(eq=False)
@@ -179,13 +180,10 @@ class Engine:
         self.started_at = trio.current_time()
         async with contextlib.AsyncExitStack() as stack:
             for node in self.nodes:
-                client = NodeClient(
-                    node.spec.base_url,
-                    name=node.name,
-                    api=self._api,
-                    api_key=node.spec.api_key,
-                    connect_timeout=self.settings.connect_timeout,
-                    stall_timeout=self.settings.stall_timeout,
+                client = NodeClient.for_node(
+                    node.spec,
+                    self._api,
+                    self.settings,
                     max_connections=self._workers(node) + 1,
                     transport=self._transport,
                 )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._files import read_text_file
 
 DEFAULT_GROUP = "ts_servers"
 DEFAULT_NODE_PORT = 8088
@@ -206,10 +207,7 @@ def ansible_hosts(source: Path, *, group: str) -> list[tuple[str, dict[str, str]
         ConfigError: the file cannot be read or parsed, has no such group, or the group has
             no hosts.
     """
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read: {_one_line(exc)}") from exc
+    text = read_text_file(source, what="inventory file")
     groups = parse_ansible_ini(text, source=source)
     if group not in groups:
         known = ", ".join(sorted(g for g in groups if g != "all")) or "none"

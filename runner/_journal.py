@@ -23,15 +23,14 @@ read or written (read-only folder, full disk) is a one-line
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 from ._errors import storage_errors
+from ._files import replace_file
 
 
 class Journal:
@@ -149,23 +148,13 @@ def drop_records(path: Path, keys: Collection[str]) -> int:
             if not any(_line_key(raw) in keys for raw in source):
                 return 0
             source.seek(0)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                dropped = 0
-                with os.fdopen(fd, "wb") as out:
-                    for raw in source:
-                        if _line_key(raw) in keys:
-                            dropped += 1
-                        else:
-                            out.write(raw)
-                    out.flush()
-                    os.fchmod(out.fileno(), os.stat(path).st_mode & 0o777)
-                    os.fsync(out.fileno())
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-        _sync_folder(path.parent)
+            dropped = 0
+            with replace_file(path, binary=True, keep_mode=True) as out:
+                for raw in source:
+                    if _line_key(raw) in keys:
+                        dropped += 1
+                    else:
+                        out.write(raw)
     return dropped
 
 
@@ -181,12 +170,3 @@ def _line_key(raw: bytes) -> str | None:
     except ValueError:
         return None
     return _accepted_key(record) if isinstance(record, dict) else None
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` survive a power cut."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -30,6 +30,7 @@ import jsonschema.validators
 from jsonschema.protocols import Validator
 
 from ._errors import AnswerError, ConfigError
+from ._files import read_text_file
 from ._schema_refs import dangling_refs
 
 STEPS = ("strict", "extracted", "repaired")
@@ -153,14 +154,7 @@ def load_schema(path: Path) -> dict[str, Any]:
     Raises:
         ConfigError: the file is missing, unreadable, not JSON, or not a JSON object.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: schema file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: schema file is not UTF-8 ({exc.reason})") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read schema file: {exc.strerror or exc}") from exc
+    text = read_text_file(path, what="schema file")
     try:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -246,30 +240,21 @@ def _spans(text: str) -> Iterator[tuple[str, bool]]:
     """
     start = -1
     stack: list[str] = []
-    in_string = escaped = False
-    for i, char in enumerate(text):
+    brackets = _Brackets(text, strings=False)
+    for i, char in brackets:
         if start < 0:
             if char in _CLOSERS:
                 start, stack = i, [_CLOSERS[char]]
-            continue
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
+                brackets.strings = True
         elif char in _CLOSERS:
             stack.append(_CLOSERS[char])
-        elif char in "}]":
-            if char != stack.pop():
-                yield text[start : i + 1], False
-                start = -1
-            elif not stack:
-                yield text[start : i + 1], True
-                start = -1
+        else:
+            matched = char == stack.pop()
+            if matched and stack:
+                continue
+            yield text[start : i + 1], matched
+            start = -1
+            brackets.strings = False
     if start >= 0:
         yield text[start:], False
 
@@ -277,24 +262,43 @@ def _spans(text: str) -> Iterator[tuple[str, bool]]:
 def _deeper_than(text: str, limit: int) -> bool:
     """Whether brackets outside JSON strings nest deeper than ``limit`` anywhere in ``text``."""
     depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in _CLOSERS:
+    for _, char in _Brackets(text):
+        if char in _CLOSERS:
             depth += 1
             if depth > limit:
                 return True
-        elif char in "}]":
+        else:
             depth = max(0, depth - 1)
     return False
+
+
+class _Brackets:
+    """The brackets (``{ } [ ]``) of a text that are outside JSON strings, as
+    ``(index, char)`` pairs.
+
+    A ``"`` opens a string (escapes honoured) only while :attr:`strings` is true; a caller
+    that finds quotes meaningless in places (the prose around a span) turns it off there,
+    between two brackets.
+    """
+
+    def __init__(self, text: str, *, strings: bool = True) -> None:
+        self.text = text
+        self.strings = strings
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        in_string = escaped = False
+        for i, char in enumerate(self.text):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = self.strings
+            elif char in "{}[]":
+                yield i, char
 
 
 def _unique(candidates: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 The same three pieces as :mod:`runner._textsynth`: :func:`build`, :func:`parse` and an
 incremental :class:`StreamDecoder`, here for Server-Sent Events (``data: {...}`` events, then
-``data: [DONE]``).
+``data: [DONE]``); what the two share is in :mod:`runner._wire`.
 
 Sampling parameters arrive in TextSynth names and are mapped: the standard OpenAI ones pass
 through, ``top_k`` is kept (llama.cpp and vLLM accept it, others ignore it),
@@ -23,23 +23,25 @@ answer, and in a stream's last event, which ``stream_options.include_usage`` ask
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any, Literal
 
-from ._errors import ProtocolError, ServerError
+from ._errors import ProtocolError
 from ._request import Completion, GenerationRequest, Style
-from ._textsynth import (
-    RecentBytes,
-    _engine_ids,
-    _kind,
-    _lenient_json,
-    _message,
-    _raw,
-    _short,
+from ._wire import (
+    StreamFrames,
+    engine_ids,
+    json_object,
+    kind_of,
+    lenient_json,
+    raw_body,
+    server_error,
     whole_count,
 )
 
 LINE_LIMIT = 4 * 1024 * 1024  # bytes one SSE line may take before it is a protocol error
+
+_NEWLINE = re.compile(rb"\n")  # the end of an SSE line (after a "\r" or not)
 
 SchemaFormat = Literal["json_object", "json_schema"]
 
@@ -109,12 +111,10 @@ def parse(status: int, body: bytes, *, node: str) -> Completion:
         ProtocolError: the body is not a JSON object, holds an ``error``, has no choices or
             a choice without text, or a field of the wrong type.
     """
-    raw = _raw(body)
     if status != 200:
-        raise ServerError(
-            f"HTTP {status}: {_error_summary(body)}", status=status, node=node, body=raw
-        )
-    obj = _object(body, node=node, raw=raw)
+        raise server_error(status, body, node=node, null_error=False, detail=True)
+    raw = raw_body(body)
+    obj = json_object(body, node=node, raw=raw, null_error=False)
     choices = _choices(obj, node=node, raw=raw)
     if not choices:
         raise ProtocolError("answer has no choices", node=node, body=raw)
@@ -150,7 +150,7 @@ def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
         ServerError: another status than 200 or those.
         ProtocolError: the body is not such a listing.
     """
-    return _engine_ids(status, body, node=node, keys=("data", "models"))
+    return engine_ids(status, body, node=node, keys=("data", "models"))
 
 
 FACTS_PATHS = ("/props",)  # llama.cpp's server; vLLM, Ollama and llama_cpp.server have none
@@ -163,14 +163,14 @@ def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | No
     Returns:
         The number, or ``None`` when the answer does not say.
     """
-    obj = _lenient_json(status, body)
+    obj = lenient_json(status, body)
     return whole_count(obj.get("total_slots")) if isinstance(obj, dict) else None
 
 
 def parse_context(path: str, status: int, body: bytes, *, engine: str) -> int | None:
     """Read the context per sequence, in tokens: llama.cpp's ``GET /props`` →
     ``default_generation_settings.n_ctx``; ``None`` when the answer does not say."""
-    obj = _lenient_json(status, body)
+    obj = lenient_json(status, body)
     settings = obj.get("default_generation_settings") if isinstance(obj, dict) else None
     return whole_count(settings.get("n_ctx")) if isinstance(settings, dict) else None
 
@@ -186,13 +186,18 @@ class StreamDecoder:
 
     def __init__(self, *, node: str) -> None:
         self.node = node
-        self._buffer = bytearray()
+        self._frames = StreamFrames(
+            _NEWLINE,
+            reach=0,
+            limit=LINE_LIMIT,
+            overflow=f"stream line longer than {LINE_LIMIT} bytes",
+            node=node,
+        )
         self._data: list[bytes] = []  # data lines of the event being read
         self._parts: dict[int, list[str]] = {}
         self._reasons: dict[int, str] = {}
         self._usage: tuple[int | None, int | None] = (None, None)
         self._done = False
-        self._recent = RecentBytes()  # the stream's last bytes, for diagnosis
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the stream.
@@ -201,22 +206,8 @@ class StreamDecoder:
             ProtocolError: an event is not a JSON object or holds an ``error``; or a line
                 grows past ``LINE_LIMIT``.
         """
-        self._recent.add(data)
-        seen = len(self._buffer)
-        self._buffer += data
-        start = 0
-        newline = self._buffer.find(b"\n", seen)
-        while newline >= 0:
-            self._line(bytes(self._buffer[start:newline]).removesuffix(b"\r"))
-            start = newline + 1
-            newline = self._buffer.find(b"\n", start)
-        del self._buffer[:start]
-        if len(self._buffer) > LINE_LIMIT:
-            raise ProtocolError(
-                f"stream line longer than {LINE_LIMIT} bytes",
-                node=self.node,
-                body=self._recent.text(),
-            )
+        for line in self._frames.feed(data):
+            self._line(line.removesuffix(b"\r"))
 
     def finish(self) -> Completion:
         """The whole answer, once the stream has ended.
@@ -225,9 +216,9 @@ class StreamDecoder:
             ProtocolError: the stream ended before every choice had a ``finish_reason``, or
                 its last event is bad.
         """
-        if self._buffer:
-            self._line(bytes(self._buffer).removesuffix(b"\r"))
-            self._buffer.clear()
+        rest = self._frames.rest()
+        if rest:
+            self._line(rest.removesuffix(b"\r"))
         self._line(b"")  # an event not closed by a blank line still counts
         started = set(self._parts) | set(self._reasons)
         if not started or not started <= set(self._reasons):
@@ -235,7 +226,7 @@ class StreamDecoder:
             raise ProtocolError(
                 f"stream reached {how} before a finish_reason (cut off or interrupted)",
                 node=self.node,
-                body=self._recent.text(),
+                body=self._frames.recent.text(),
             )
         indexes = sorted(started)
         texts = tuple("".join(self._parts.get(i, ())) for i in indexes)
@@ -263,14 +254,14 @@ class StreamDecoder:
         if data.strip() == b"[DONE]":
             self._done = True
             return
-        raw = _raw(data)
-        obj = _object(data, node=self.node, raw=raw)
+        raw = raw_body(data)
+        obj = json_object(data, node=self.node, raw=raw, null_error=False)
         for index, choice in _choices(obj, node=self.node, raw=raw).items():
             delta = choice.get("delta")
             piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
             if piece is not None and not isinstance(piece, str):
                 raise ProtocolError(
-                    f"choice {index}: text is {_kind(piece)}, not a string",
+                    f"choice {index}: text is {kind_of(piece)}, not a string",
                     node=self.node,
                     body=raw,
                 )
@@ -284,18 +275,6 @@ class StreamDecoder:
 
 
 # ----------------------------------------------------------------------- helpers
-
-
-def _object(body: bytes, *, node: str, raw: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"body is not JSON: {_short(str(exc))}", node=node, body=raw) from exc
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"body is {_kind(obj)}, not a JSON object", node=node, body=raw)
-    if obj.get("error") is not None:
-        raise ProtocolError(f"node error: {_message(obj['error'])}", node=node, body=raw)
-    return obj
 
 
 def _choices(obj: dict[str, Any], *, node: str, raw: str) -> dict[int, dict[str, Any]]:
@@ -315,7 +294,7 @@ def _choices(obj: dict[str, Any], *, node: str, raw: str) -> dict[int, dict[str,
 def _finish_reason(choice: dict[str, Any], *, node: str, raw: str) -> str | None:
     reason = choice.get("finish_reason")
     if reason is not None and not isinstance(reason, str):
-        raise ProtocolError(f"finish_reason: got {_kind(reason)}", node=node, body=raw)
+        raise ProtocolError(f"finish_reason: got {kind_of(reason)}", node=node, body=raw)
     return reason
 
 
@@ -326,12 +305,12 @@ def _usage(obj: dict[str, Any], *, node: str, raw: str) -> tuple[int | None, int
     if usage is None:
         return _timings(obj.get("timings"))
     if not isinstance(usage, dict):
-        raise ProtocolError(f"usage: expected an object, got {_kind(usage)}", node=node, body=raw)
+        raise ProtocolError(f"usage: expected an object, got {kind_of(usage)}", node=node, body=raw)
     counts: list[int | None] = []
     for name in ("prompt_tokens", "completion_tokens"):
         value = usage.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ProtocolError(f"usage.{name}: got {_kind(value)}", node=node, body=raw)
+            raise ProtocolError(f"usage.{name}: got {kind_of(value)}", node=node, body=raw)
         counts.append(value)
     return counts[0], counts[1]
 
@@ -350,16 +329,3 @@ def _timings(timings: Any) -> tuple[int | None, int | None]:
 
     prompt, cached = count("prompt_n"), count("cache_n")
     return (None if prompt is None else prompt + (cached or 0)), count("predicted_n")
-
-
-def _error_summary(body: bytes) -> str:
-    """A short line saying what an error body says."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        obj = None
-    if isinstance(obj, dict) and obj.get("error") is not None:
-        return _message(obj["error"])
-    if isinstance(obj, dict) and isinstance(obj.get("detail"), str):  # FastAPI's errors
-        return _short(obj["detail"])
-    return _short(_raw(body)) or "(empty body)"

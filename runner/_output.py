@@ -18,8 +18,6 @@ the answers back one at a time in index order and writes them out as they come.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ._config import OutputConfig, OutputShape
 from ._errors import ConfigError
+from ._files import replace_file
 from ._journal import read_records
 from ._repeats import bucket, shared_buckets
 
@@ -47,16 +46,10 @@ def write_output(run_dir: Path, results: Path, output: OutputConfig, *, items: i
     if output.shape is OutputShape.none or not output.filename:
         return None
     path = run_dir / output.filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            pairs = entries(results, output, items=items)
-            _write(out, pairs, mapping=output.shape is OutputShape.mapping)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with replace_file(path) as out:
+        _write(
+            out, entries(results, output, items=items), mapping=output.shape is OutputShape.mapping
+        )
     return path
 
 

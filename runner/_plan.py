@@ -5,77 +5,27 @@ template, the system prompt, the JSON Schema and the input file. :meth:`JobPlan.
 every item once, renders its prompt and checks ids and output keys, so a bad line, a missing
 variable, a duplicate id or a mapping key that is missing or repeats stops the run before the
 first request. :meth:`JobPlan.work` then streams the same items again as
-:class:`~runner._engine.Work`, one at a time.
+:class:`~runner._work.Work`, one at a time.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._config import AnswerFormat, JobConfig, ModelConfig, RunConfig, Truncated
+from ._acceptance import accept_text, json_acceptor, refusing_truncated
+from ._config import AnswerFormat, JobConfig, RunConfig, Truncated
 from ._errors import ConfigError
 from ._inputs import read_items, scan_items
-from ._jsonladder import accept_json, compile_schema, load_schema
+from ._jsonladder import load_schema
 from ._output import check_keys
-from ._request import Completion, GenerationRequest
+from ._paths import resolve_path, search_folders
+from ._request import GenerationRequest
+from ._sampling import sampling_params
 from ._templates import PromptTemplate, load_template
-from ._work import Accepted, Acceptor, Work, accept_text, refusing_truncated
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def resolve_path(value: str, *, bases: Sequence[Path], label: str) -> Path:
-    """A path from the config: absolute (``~`` expanded) as it is, else relative to the first
-    of ``bases`` that holds it.
-
-    Raises:
-        ConfigError: no path, or none of ``bases`` holds it: one line with the path as the
-            user wrote it and the folders searched.
-    """
-    if not value:
-        raise ConfigError(f"{label}: no path given")
-    path = Path(os.path.expanduser(value))
-    if path.is_absolute():
-        return path
-    for base in bases:
-        if (base / path).exists():
-            return (base / path).resolve()
-    searched = ", ".join(str(b) for b in dict.fromkeys(bases))
-    raise ConfigError(f"{label}: {value}: file not found (looked in {searched})")
-
-
-def search_folders(cfg: RunConfig, *, job_dir: Path | None = None) -> list[Path]:
-    """Where a job's relative paths are looked up, in order: the folder of the job's YAML
-    file (when known), the current directory, then the prompts directory."""
-    folders = [job_dir] if job_dir is not None else []
-    return [*folders, Path.cwd(), prompts_dir(cfg)]
-
-
-def prompts_dir(cfg: RunConfig) -> Path:
-    """The prompts directory: as configured, from the current directory or the project."""
-    path = Path(os.path.expanduser(cfg.prompts_dir))
-    if path.is_absolute() or path.exists():
-        return path.resolve()
-    return PROJECT_ROOT / path
-
-
-def sampling_params(model: ModelConfig, job: JobConfig) -> dict[str, Any]:
-    """The sampling parameters sent with every request of a job (job values win)."""
-    params: dict[str, Any] = {
-        "max_tokens": job.max_tokens if job.max_tokens is not None else model.max_tokens,
-        "temperature": job.temperature if job.temperature is not None else model.temperature,
-        "top_k": model.top_k,
-        "top_p": model.top_p,
-        "repetition_penalty": model.repetition_penalty,
-    }
-    stop = job.stop if job.stop is not None else model.stop
-    if stop:
-        params["stop"] = list(stop)
-    return {k: v for k, v in params.items() if v is not None}
+from ._work import Acceptor, Work
 
 
 @dataclass
@@ -166,14 +116,3 @@ def prepare(cfg: RunConfig, *, job_dir: Path | None = None) -> JobPlan:
         acceptor = refusing_truncated(acceptor)
     system = PromptTemplate.from_string(job.system, name="job.system") if job.system else None
     return JobPlan(cfg, template, system, input_path, schema, acceptor)
-
-
-def json_acceptor(schema: dict[str, Any], *, source: str) -> Acceptor:
-    """The acceptor of JSON jobs: the JSON ladder, then schema validation."""
-    validator = compile_schema(schema, source=source)
-
-    def accept(completion: Completion) -> Accepted:
-        answer = accept_json(completion.text, validator)
-        return Accepted(answer.value, answer.step)
-
-    return accept

@@ -70,15 +70,8 @@ async def probe_node(
         params={"max_tokens": cfg.job.max_tokens or 16, "temperature": 0.0},
         seed=1,
     )
-    async with NodeClient(
-        spec.base_url,
-        name=spec.name,
-        api=cfg.model.api,
-        api_key=spec.api_key,
-        connect_timeout=engine.connect_timeout,
-        stall_timeout=engine.stall_timeout,
-        max_connections=2,
-        transport=transport,
+    async with NodeClient.for_node(
+        spec, cfg.model.api, engine, max_connections=2, transport=transport
     ) as client:
         try:
             with trio.fail_after(engine.probe_timeout):

@@ -20,6 +20,7 @@ import jinja2.meta
 from jinja2 import nodes
 
 from ._errors import ConfigError
+from ._files import read_text_file
 
 _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
@@ -133,16 +134,7 @@ def load_template(path: Path, *, label: str = "template") -> PromptTemplate:
     Raises:
         ConfigError: the file is missing, unreadable, not UTF-8 or not a valid template.
     """
-    try:
-        source = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: {label} file not found") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"{path}: {label} file is a directory") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: {label} file is not UTF-8 ({exc.reason})") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {label} file: {exc.strerror or exc}") from exc
+    source = read_text_file(path, what=f"{label} file")
     return PromptTemplate.from_string(source, name=str(path))
 
 

@@ -17,10 +17,19 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from ._errors import ProtocolError, ServerError
+from ._errors import ProtocolError
 from ._request import Completion, GenerationRequest, Style
+from ._wire import (
+    StreamFrames,
+    engine_ids,
+    json_object,
+    kind_of,
+    lenient_json,
+    raw_body,
+    server_error,
+    whole_count,
+)
 
-BODY_LIMIT = 2000  # characters of a raw body kept in an exception for diagnosis
 CHUNK_LIMIT = 4 * 1024 * 1024  # bytes one stream chunk may take before it is a protocol error
 _SEPARATOR = re.compile(rb"\r?\n\r?\n")
 
@@ -65,12 +74,10 @@ def parse(status: int, body: bytes, *, node: str) -> Completion:
         ProtocolError: the body is not a JSON object, holds an ``error``, has no ``text``, or
             a field of the wrong type.
     """
-    raw = _raw(body)
     if status != 200:
-        raise ServerError(
-            f"HTTP {status}: {_error_summary(body)}", status=status, node=node, body=raw
-        )
-    obj = _object(body, node=node, raw=raw)
+        raise server_error(status, body, node=node, null_error=True)
+    raw = raw_body(body)
+    obj = json_object(body, node=node, raw=raw, null_error=True)
     texts = _texts(obj.get("text"), node=node, raw=raw)
     return _completion(obj, texts, node=node, raw=raw)
 
@@ -89,7 +96,7 @@ def parse_engines(status: int, body: bytes, *, node: str) -> list[str] | None:
         ServerError: another status than 200 or those.
         ProtocolError: the body is not such a listing.
     """
-    return _engine_ids(status, body, node=node, keys=("engines", "data"))
+    return engine_ids(status, body, node=node, keys=("engines", "data"))
 
 
 # Where a node says how many sequences it runs at once and its context per sequence, asked
@@ -106,7 +113,7 @@ def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | No
         The number, or ``None`` when this answer does not say (any status but 200, a body
         that is not such an answer, no positive whole ``slots``).
     """
-    obj = _lenient_json(status, body)
+    obj = lenient_json(status, body)
     if path == "/health":
         if not isinstance(obj, dict):
             return None
@@ -127,29 +134,13 @@ def parse_slots(path: str, status: int, body: bytes, *, engine: str) -> int | No
 def parse_context(path: str, status: int, body: bytes, *, engine: str) -> int | None:
     """Read ``engine``'s context per sequence, in tokens, from one of ``FACTS_PATHS``:
     ``GET /v1/engines`` → the ``n_ctx`` of its entry (our node); ``None`` when not said."""
-    obj = _lenient_json(status, body)
+    obj = lenient_json(status, body)
     if path != "/v1/engines" or not isinstance(obj, dict):
         return None
     for entry in obj.get("engines") or []:
         if isinstance(entry, dict) and entry.get("id") == engine:
             return whole_count(entry.get("n_ctx"))
     return None
-
-
-class RecentBytes:
-    """The last ``BODY_LIMIT`` bytes of a stream, kept for error messages at a small
-    constant cost per chunk (decoded only when an error needs them)."""
-
-    def __init__(self) -> None:
-        self._data = bytearray()
-
-    def add(self, data: bytes) -> None:
-        self._data += data
-        if len(self._data) > 4 * BODY_LIMIT:
-            del self._data[:-BODY_LIMIT]
-
-    def text(self) -> str:
-        return self._data[-BODY_LIMIT:].decode("utf-8", errors="replace")
 
 
 class StreamDecoder:
@@ -162,10 +153,15 @@ class StreamDecoder:
 
     def __init__(self, *, node: str) -> None:
         self.node = node
-        self._buffer = bytearray()
+        self._frames = StreamFrames(
+            _SEPARATOR,
+            reach=3,
+            limit=CHUNK_LIMIT,
+            overflow=f"stream chunk larger than {CHUNK_LIMIT} bytes",
+            node=node,
+        )
         self._parts: list[list[str]] = []
         self._final: Completion | None = None
-        self._recent = RecentBytes()  # the stream's last bytes, for diagnosis
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the stream.
@@ -174,20 +170,8 @@ class StreamDecoder:
             ProtocolError: a complete chunk is not a JSON object, holds an ``error``, or
                 comes after the final one; or a chunk grows past ``CHUNK_LIMIT``.
         """
-        self._recent.add(data)
-        seen = max(0, len(self._buffer) - 3)  # a separator may straddle the old end
-        self._buffer += data
-        start = 0
-        for match in _SEPARATOR.finditer(self._buffer, seen):
-            self._chunk(bytes(self._buffer[start : match.start()]))
-            start = match.end()
-        del self._buffer[:start]
-        if len(self._buffer) > CHUNK_LIMIT:
-            raise ProtocolError(
-                f"stream chunk larger than {CHUNK_LIMIT} bytes",
-                node=self.node,
-                body=self._recent.text(),
-            )
+        for chunk in self._frames.feed(data):
+            self._chunk(chunk)
 
     def finish(self) -> Completion:
         """The whole answer, once the stream has ended.
@@ -196,11 +180,12 @@ class StreamDecoder:
             ProtocolError: the stream ended without a chunk with ``reached_end: true``, or its
                 last chunk is bad.
         """
-        self._chunk(bytes(self._buffer))
-        self._buffer.clear()
+        self._chunk(self._frames.rest())
         if self._final is None:
             raise ProtocolError(
-                "stream ended without reached_end: true", node=self.node, body=self._recent.text()
+                "stream ended without reached_end: true",
+                node=self.node,
+                body=self._frames.recent.text(),
             )
         return self._final
 
@@ -209,10 +194,10 @@ class StreamDecoder:
             return
         if self._final is None and len(self._parts) <= 1 and self._plain_fragment(data):
             return
-        raw = _raw(data)
+        raw = raw_body(data)
         if self._final is not None:
             raise ProtocolError("data after the final stream chunk", node=self.node, body=raw)
-        obj = _object(data, node=self.node, raw=raw)
+        obj = json_object(data, node=self.node, raw=raw, null_error=True)
         fragment = obj.get("text", "")
         pieces = _texts(fragment, node=self.node, raw=raw, allow_empty=True)
         while len(self._parts) < len(pieces):
@@ -222,7 +207,7 @@ class StreamDecoder:
         reached_end = obj.get("reached_end", False)
         if not isinstance(reached_end, bool):
             raise ProtocolError(
-                f"reached_end: expected true or false, got {_kind(reached_end)}",
+                f"reached_end: expected true or false, got {kind_of(reached_end)}",
                 node=self.node,
                 body=raw,
             )
@@ -251,71 +236,6 @@ class StreamDecoder:
 
 # ----------------------------------------------------------------------- helpers
 
-NO_LISTING = frozenset({400, 404, 405, 501})
-
-
-def _engine_ids(status: int, body: bytes, *, node: str, keys: tuple[str, ...]) -> list[str] | None:
-    """Engine or model ids from a listing; shared with :mod:`runner._openai`."""
-    if status in NO_LISTING:
-        return None
-    raw = _raw(body)
-    if status != 200:
-        raise ServerError(
-            f"HTTP {status}: {_error_summary(body)}", status=status, node=node, body=raw
-        )
-    try:
-        listing = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError("listing is not JSON", node=node, body=raw) from exc
-    if isinstance(listing, dict):
-        if listing.get("error") is not None:
-            raise ProtocolError(f"node error: {_message(listing['error'])}", node=node, body=raw)
-        listing = next((listing[k] for k in keys if k in listing), None)
-    if not isinstance(listing, list):
-        raise ProtocolError(f"listing has no list under {' or '.join(keys)}", node=node, body=raw)
-    ids: list[str] = []
-    for entry in listing:
-        name = entry.get("id", entry.get("name")) if isinstance(entry, dict) else entry
-        if not isinstance(name, str):
-            raise ProtocolError(
-                f"listing entry without an id: {_short(repr(entry))}", node=node, body=raw
-            )
-        ids.append(name)
-    return ids
-
-
-def _lenient_json(status: int, body: bytes) -> Any:
-    """A 200 body's JSON, or ``None`` (any other status, or not JSON)."""
-    if status != 200:
-        return None
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-
-
-def whole_count(value: Any) -> int | None:
-    """``value`` if it is a whole number ≥ 1 (not a boolean), else ``None``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    return None
-
-
-def _raw(body: bytes) -> str:
-    return body[: BODY_LIMIT * 4].decode("utf-8", errors="replace")[:BODY_LIMIT]
-
-
-def _object(body: bytes, *, node: str, raw: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"body is not JSON: {_short(str(exc))}", node=node, body=raw) from exc
-    if not isinstance(obj, dict):
-        raise ProtocolError(f"body is {_kind(obj)}, not a JSON object", node=node, body=raw)
-    if "error" in obj:
-        raise ProtocolError(f"node error: {_message(obj['error'])}", node=node, body=raw)
-    return obj
-
 
 def _texts(value: Any, *, node: str, raw: str, allow_empty: bool = False) -> tuple[str, ...]:
     """``text`` as a tuple: one string, or one per completion when ``n`` > 1."""
@@ -327,7 +247,7 @@ def _texts(value: Any, *, node: str, raw: str, allow_empty: bool = False) -> tup
     if value is None:
         raise ProtocolError("answer has no text", node=node, body=raw)
     raise ProtocolError(
-        f"text: expected a string or a list of strings, got {_kind(value)}", node=node, body=raw
+        f"text: expected a string or a list of strings, got {kind_of(value)}", node=node, body=raw
     )
 
 
@@ -338,7 +258,7 @@ def _completion(obj: dict[str, Any], texts: tuple[str, ...], *, node: str, raw: 
             return default
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ProtocolError(
-                f"{name}: expected {kind.__name__}, got {_kind(value)}", node=node, body=raw
+                f"{name}: expected {kind.__name__}, got {kind_of(value)}", node=node, body=raw
             )
         return value
 
@@ -350,31 +270,3 @@ def _completion(obj: dict[str, Any], texts: tuple[str, ...], *, node: str, raw: 
         truncated_prompt=field("truncated_prompt", bool, False),
         finish_reason=field("finish_reason", str, None),
     )
-
-
-def _error_summary(body: bytes) -> str:
-    """A short line saying what an error body says."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        obj = None
-    if isinstance(obj, dict) and "error" in obj:
-        return _message(obj["error"])
-    return _short(_raw(body)) or "(empty body)"
-
-
-def _message(error: Any) -> str:
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return _short(error["message"])
-    return _short(error if isinstance(error, str) else json.dumps(error))
-
-
-def _short(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _kind(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    names |= {list: "a list", dict: "an object", type(None): "null"}
-    return names.get(type(value), type(value).__name__)

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import AnswerError
 from ._request import Completion, GenerationRequest
 
 
@@ -70,28 +69,4 @@ class RequestTrace:
 
 Acceptor = Callable[[Completion], Accepted]
 """Checks an answer's content; raises :class:`~runner._errors.AnswerError` to ask for a new
-seed."""
-
-
-def accept_text(completion: Completion) -> Accepted:
-    """The acceptor of text jobs: any answer is kept as it is."""
-    return Accepted(completion.text)
-
-
-def refusing_truncated(acceptor: Acceptor) -> Acceptor:
-    """``acceptor``, refusing answers cut off by ``max_tokens`` (``finish_reason: length``)
-    unless they were taken as they came (JSON read ``strict`` or ``extracted``): a repaired
-    JSON answer or a text answer that hit the limit raises
-    :class:`~runner._errors.AnswerError`, so the item is tried again with the next seed."""
-
-    def accept(completion: Completion) -> Accepted:
-        accepted = acceptor(completion)
-        if completion.finish_reason == "length" and accepted.step not in ("strict", "extracted"):
-            needs = ": its JSON would need repair" if accepted.step else ""
-            raise AnswerError(
-                f"answer cut off at max_tokens (finish_reason: length){needs}; "
-                "refused by job.truncated=reject"
-            )
-        return accepted
-
-    return accept
+seed. The acceptors of text and JSON jobs are in :mod:`runner._acceptance`."""

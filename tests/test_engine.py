@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import trio
 
+from runner._acceptance import json_acceptor
 from runner._config import EngineConfig
 from runner._engine import Engine
 from runner._errors import ClusterUnavailable
 from runner._nodes import NodeSpec
-from runner._plan import json_acceptor
 from runner._request import Api, GenerationRequest, Style
 from runner._work import Work
 from tests.fakecluster import FakeCluster, FakeNode

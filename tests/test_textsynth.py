@@ -12,13 +12,13 @@ from runner._errors import ProtocolError, ServerError
 from runner._policy import Fault, classify
 from runner._request import Api, Completion, GenerationRequest, Style
 from runner._textsynth import (
-    BODY_LIMIT,
     StreamDecoder,
     build,
     parse,
     parse_engines,
     parse_slots,
 )
+from runner._wire import BODY_LIMIT
 
 NODE = "10.0.0.5:8088"
 

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from runner import _records
+from runner._acceptance import json_acceptor
 from runner._errors import AnswerError, ProtocolError, ServerError
 from runner._jsonladder import STEPS, accept_json, compile_schema
-from runner._plan import json_acceptor
 from runner._request import Api, Completion, GenerationRequest, Style
 from runner._textsynth import StreamDecoder, parse
 from runner._work import Work
