@@ -111,7 +111,7 @@ class SimNodeSpec:
         k = max(1, generating)
         if best is None or k <= best:
             return self.speed
-        return self.speed * (best / k) ** (1.0 + self.degrade)
+        return self.speed * float((best / k) ** (1.0 + self.degrade))
 
     @property
     def capacity(self) -> float:

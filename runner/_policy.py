@@ -142,7 +142,7 @@ def classify(exc: NodeError | AnswerError) -> Fault:
 def backoff(n: int, *, initial: float, maximum: float) -> float:
     """The ``n``-th wait (from 0) of a doubling backoff: ``initial × 2ⁿ``, at most
     ``maximum``. Callers add jitter."""
-    return min(maximum, initial * 2 ** min(max(0, n), 64))
+    return min(maximum, initial * 2.0 ** min(max(0, n), 64))
 
 
 def retry_delay(node_failures: int, settings: EngineConfig) -> float:
