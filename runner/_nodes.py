@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from ._report import NodeLine
+
 
 class SlotsFrom(Enum):
     """Where a node's ``slots`` came from."""
@@ -104,26 +106,27 @@ class NodeState:
         self.consecutive_failures += 1
         self.last_error = reason
 
-    def stats(self) -> dict[str, object]:
-        """The node's line in ``report.json``."""
+    def stats(self, *, restarts: int | None = None) -> NodeLine:
+        """The node's line in ``report.json`` (``restarts``: for a local node)."""
         lat = self.latencies
-        return {
-            "url": self.spec.base_url,
-            "requests": self.requests,
-            "successes": self.successes,
-            "errors": self.errors,
-            "hedges": self.hedges,
-            "busy": self.busy,
-            "slots": self.spec.slots,
-            "slots_from": self.spec.slots_from.value,
-            "limit": self.limit,
-            "output_tokens": self.output_tokens,
-            "tokens_per_s": round(self.output_tokens / self.busy_time, 2) if self.busy_time else 0,
-            "latency_p50_s": round(lat.quantile(0.5), 4) if lat.count else None,
-            "latency_p95_s": round(lat.quantile(0.95), 4) if lat.count else None,
-            "health": self.health.value,
-            "last_error": self.last_error,
-        }
+        return NodeLine(
+            url=self.spec.base_url,
+            requests=self.requests,
+            successes=self.successes,
+            errors=self.errors,
+            hedges=self.hedges,
+            busy=self.busy,
+            slots=self.spec.slots,
+            slots_from=self.spec.slots_from.value,
+            limit=self.limit,
+            output_tokens=self.output_tokens,
+            tokens_per_s=round(self.output_tokens / self.busy_time, 2) if self.busy_time else 0,
+            latency_p50_s=round(lat.quantile(0.5), 4) if lat.count else None,
+            latency_p95_s=round(lat.quantile(0.95), 4) if lat.count else None,
+            health=self.health.value,
+            last_error=self.last_error,
+            restarts=restarts,
+        )
 
 
 class LatencyHistogram:

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 from rich.console import Console, Group
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from ._config import ProgressMode
 from ._engine import Snapshot
+from ._report import RunReport
 
 log = logging.getLogger("runner")
 
@@ -89,27 +89,27 @@ async def show_progress(
             await trio.sleep(0.25)
 
 
-def summary_table(report: dict[str, Any]) -> Table:
+def summary_table(report: RunReport) -> Table:
     """The table printed at the end of a run."""
-    totals = report["totals"]
+    totals = report.totals
     table = Table(
         title=(
-            f"{report['job']}: {totals['ok']}/{totals['items']} ok, {totals['failed']} failed, "
-            f"{totals['reused']} reused, {report['wall_time_s']:.1f}s"
+            f"{report.job}: {totals.ok}/{totals.items} ok, {totals.failed} failed, "
+            f"{totals.reused} reused, {report.wall_time_s:.1f}s"
         )
     )
     for col in ("node", "requests", "ok", "errors", "tokens", "tok/s", "p50 s", "p95 s"):
         table.add_column(col, justify="left" if col == "node" else "right")
-    for name, n in report["nodes"].items():
+    for name, n in report.nodes.items():
         table.add_row(
             name,
-            str(n["requests"]),
-            str(n["successes"]),
-            str(n["errors"]),
-            str(n["output_tokens"]),
-            f"{n['tokens_per_s']}",
-            "-" if n["latency_p50_s"] is None else f"{n['latency_p50_s']:.2f}",
-            "-" if n["latency_p95_s"] is None else f"{n['latency_p95_s']:.2f}",
+            str(n.requests),
+            str(n.successes),
+            str(n.errors),
+            str(n.output_tokens),
+            f"{n.tokens_per_s}",
+            "-" if n.latency_p50_s is None else f"{n.latency_p50_s:.2f}",
+            "-" if n.latency_p95_s is None else f"{n.latency_p95_s:.2f}",
         )
     return table
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import trio
 from rich.console import Console
@@ -40,7 +39,7 @@ from ._outcome import (
 from ._output import write_output
 from ._plan import JobPlan, prepare
 from ._progress import FailedIds, show_progress, summary_table
-from ._report import build_report, write_json
+from ._report import RunReport, build_report, write_json
 from ._signals import StopSignal
 from ._work import Work
 
@@ -139,17 +138,17 @@ def _locked_run(
     report, failures, stopped = ended.report, ended.failures, ended.stopped
     interrupted, refused = ended.interrupted, ended.refused
     with storage_errors(run_dir, "write report.json and the output"):
-        write_json(run_dir / "report.json", report)
+        write_json(run_dir / "report.json", report.to_json())
         output = write_output(run_dir, results_path, cfg.job.output, items=total)
     console.print(summary_table(report))
     failed_line = failures.summary(results_path)
     if failed_line:
         console.print(failed_line, markup=False, soft_wrap=True)
-    totals = report["totals"]
+    totals = report.totals
     where = f"; output: {output}" if output else ""
     if interrupted:
         console.print(
-            f"[yellow]{stop.headline}.[/] {totals['ok']} accepted results are "
+            f"[yellow]{stop.headline}.[/] {totals.ok} accepted results are "
             f"journaled in {results_path}. Run the same command again to resume."
         )
         code = stop.exit_code
@@ -158,17 +157,17 @@ def _locked_run(
         code = EXIT_CONFIG
     elif stopped:
         console.print(
-            f"[red]Run stopped:[/] {stopped}. {totals['ok']} accepted results are kept; "
+            f"[red]Run stopped:[/] {stopped}. {totals.ok} accepted results are kept; "
             "run the same command again to resume once nodes are back."
         )
         code = EXIT_UNAVAILABLE
-    elif totals["failed"] or totals["unfinished"]:
+    elif totals.failed or totals.unfinished:
         code = EXIT_FAILED_ITEMS
     else:
         code = EXIT_OK
     summary = (
-        f"{cfg.job.name}: {totals['ok']}/{totals['items']} ok, {totals['failed']} failed, "
-        f"{totals['reused']} reused, {report['wall_time_s']:.1f}s, exit {code} -> {run_dir}{where}"
+        f"{cfg.job.name}: {totals.ok}/{totals.items} ok, {totals.failed} failed, "
+        f"{totals.reused} reused, {report.wall_time_s:.1f}s, exit {code} -> {run_dir}{where}"
     )
     return Outcome(code, summary)
 
@@ -183,7 +182,7 @@ def _first(group: BaseExceptionGroup[StorageError]) -> StorageError:
 class _Ended:
     """How the engine's part of a run ended."""
 
-    report: dict[str, Any]
+    report: RunReport
     failures: FailedIds
     stopped: str | None
     interrupted: bool
@@ -266,10 +265,7 @@ def _engine_run(
         reused=reused,
         requests_sent=sum(n.requests for n in engine.nodes),
         wall_time_s=time.monotonic() - started,
-        nodes={
-            n.name: n.stats() | ({"restarts": restarts[n.name]} if n.name in restarts else {})
-            for n in engine.nodes
-        },
+        nodes={n.name: n.stats(restarts=restarts.get(n.name)) for n in engine.nodes},
         stopped=stopped,
     )
     return _Ended(report, failures, stopped, interrupted, refused)

@@ -174,7 +174,7 @@ async def test_the_engine_runs_as_many_requests_at_once_as_the_node_said(
     assert len(records) == 12
     assert engine.finished_at - engine.started_at == pytest.approx(3.0, abs=0.5)  # 12 / 4
     line = engine.nodes[0].stats()
-    assert (line["slots"], line["slots_from"], line["limit"]) == (4, "node", 4)
+    assert (line.slots, line.slots_from, line.limit) == (4, "node", 4)
 
 
 def test_a_run_with_no_node_answering_names_each_address_and_error() -> None:

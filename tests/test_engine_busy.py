@@ -30,7 +30,7 @@ async def test_busy_answers_are_retried_without_counting_as_failures(autojump_cl
     (node,) = engine.nodes
     assert (node.busy, node.errors, node.consecutive_failures) == (10, 0, 0)
     assert node.health is Health.admitted
-    assert node.stats()["busy"] == 10
+    assert node.stats().busy == 10
 
 
 async def test_a_busy_node_is_asked_again_only_after_the_advised_pause(

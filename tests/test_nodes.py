@@ -41,13 +41,13 @@ def test_histogram_memory_does_not_grow_with_the_requests() -> None:
 def test_report_line_has_no_latencies_before_the_first_answer() -> None:
     node = NodeState(NodeSpec("n1", "http://127.0.0.1:1", slots=2))
     line = node.stats()
-    assert line["latency_p50_s"] is None and line["latency_p95_s"] is None
+    assert line.latency_p50_s is None and line.latency_p95_s is None
     node.record_success(0.25, 10)
     node.record_success(0.5, 20)
     line = node.stats()
-    assert line["latency_p50_s"] == pytest.approx(0.25, rel=0.006)
-    assert line["latency_p95_s"] == pytest.approx(0.5, rel=0.006)
-    assert line["tokens_per_s"] == 40.0
+    assert line.latency_p50_s == pytest.approx(0.25, rel=0.006)
+    assert line.latency_p95_s == pytest.approx(0.5, rel=0.006)
+    assert line.tokens_per_s == 40.0
 
 
 @pytest.mark.parametrize("slots_from", list(SlotsFrom))
@@ -55,7 +55,7 @@ def test_report_line_says_the_nodes_slots_and_where_they_came_from(slots_from: S
     node = NodeState(NodeSpec("n1", "http://127.0.0.1:1", slots=3, slots_from=slots_from))
     node.busy = 2
     line = node.stats()
-    assert (line["slots"], line["slots_from"], line["busy"], line["errors"]) == (
+    assert (line.slots, line.slots_from, line.busy, line.errors) == (
         3,
         slots_from.value,
         2,
