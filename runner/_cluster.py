@@ -174,14 +174,17 @@ def started_nodes(
     engine_id: str,
     log_dir: Path,
     on_restart: Callable[[str, int, str], None] | None = None,
+    listed: list[NodeSpec] | None = None,
 ) -> Iterator[list[NodeSpec]]:
     """The cluster's nodes, started first (and stopped afterwards) for a local cluster,
     whose nodes are started again if they die (``on_restart`` hears of each restart).
 
     Their slots are as configured; see :func:`roll_call` for the ones left unset.
+    ``listed``: the remote nodes already read (:func:`remote_nodes`), so that an inventory
+    file is executed once per run.
     """
     if cluster.kind is not ClusterKind.local:
-        yield remote_nodes(cluster, engine)
+        yield listed if listed is not None else remote_nodes(cluster, engine)
         return
     from ._local import local_cluster
 

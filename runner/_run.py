@@ -86,8 +86,9 @@ def _locked_run(
     stop: StopSignal,
 ) -> Outcome:
     total = plan.scan()
-    if cfg.cluster.kind is not ClusterKind.local:
-        remote_nodes(cfg.cluster, cfg.engine)  # a bad node list fails before anything moves
+    listed = None
+    if cfg.cluster.kind is not ClusterKind.local:  # a bad node list fails before anything moves
+        listed = remote_nodes(cfg.cluster, cfg.engine)  # read once: an inventory runs code
     with storage_errors(run_dir, "prepare the run directory"):
         run_dir.mkdir(parents=True, exist_ok=True)  # a local cluster's logs go there
     results_path = run_dir / "results.jsonl"
@@ -100,6 +101,7 @@ def _locked_run(
             engine_id=cfg.model.engine,
             log_dir=run_dir,
             on_restart=lambda name, count, why: restarts.__setitem__(name, count),
+            listed=listed,
         ) as configured,
     ):
         call = trio.run(

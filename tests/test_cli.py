@@ -443,3 +443,15 @@ def test_a_full_disk_mid_run_is_one_line_exit_5_and_stops_the_run(
         "No space left on device; results journaled before are kept"
     ]
     assert sum(node.seen.values()) < 20  # it stopped instead of sending everything
+
+
+def test_an_inventory_is_executed_once_per_run(tmp_path: Path, node: LoopbackNode) -> None:
+    runs = tmp_path / "executions.txt"
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(
+        f"with open({str(runs)!r}, 'a') as f:\n    f.write('x')\n"
+        f"ts_servers = [('n1', {{'node_address': '127.0.0.1', 'node_port': {node.port}}})]\n"
+    )
+    proc = cli(tmp_path, "job=movie_synopsis", "cluster=lab", f"cluster.inventory={inventory}")
+    assert proc.returncode == 0, proc.stderr
+    assert runs.read_text() == "x"
