@@ -59,7 +59,7 @@ from ._errors import (
 from ._health import probe_benched, watch_cluster
 from ._hedging import hedge_candidate
 from ._nodes import Health, NodeSpec, NodeState, SlotsFrom
-from ._policy import Fault, History, Where, classify, decide, probe_pause
+from ._policy import Fault, History, RefusalStreak, Where, classify, decide, probe_pause
 from ._request import Api, Completion, Style
 from ._work import Acceptor, RequestTrace, Work
 
@@ -156,9 +156,7 @@ class Engine:
         self._benched = {node.name: trio.Event() for node in self.nodes}  # set when benched
         self._all_done = trio.Event()
         self._stopped_reason: str | None = None
-        self._watching_refusals = True  # until a request ends otherwise than refused
-        self._refusals = 0  # the run's first requests, all refused with the same status
-        self._refusal_status: int | None = None
+        self._refusals = RefusalStreak(settings.bad_request_stop)
         self._refused_reason: str | None = None
         self._run_scope: trio.CancelScope | None = None
         self.ok = 0
@@ -343,7 +341,7 @@ class Engine:
         elif failure is not None:
             outcome = self._failed(node, task, failure).value
         else:
-            self._watching_refusals = False  # an answer came: not every request is refused
+            self._refusals.answered()
             assert completion is not None
             node.record_success(latency, completion.output_tokens)
             tuner = self._tuners.get(node.name)
@@ -465,22 +463,10 @@ class Engine:
         return fault
 
     def _watch_refusals(self, fault: Fault, exc: NodeError, reason: str) -> None:
-        """Stop the run when its first ``bad_request_stop`` requests all got the same 4xx:
-        then a setting is wrong (max_tokens, a schema, a key, the engine id), not the items."""
-        limit = self.settings.bad_request_stop
-        if not self._watching_refusals or not limit or fault is Fault.busy:
-            return
+        """Stop the run when its first ``bad_request_stop`` requests all got the same 4xx."""
         status = exc.status if isinstance(exc, ServerError) else None
-        if fault not in (Fault.bad_request, Fault.refused) or self._refusal_status not in (
-            None,
-            status,
-        ):
-            self._watching_refusals = False
-            return
-        self._refusal_status = status
-        self._refusals += 1
-        if self._refusals >= limit and self._run_scope is not None:
-            self._watching_refusals = False
+        if self._refusals.failed(fault, status) and self._run_scope is not None:
+            limit = self.settings.bad_request_stop
             self._refused_reason = (
                 f"the first {limit} requests were all refused with HTTP {status}: a setting "
                 f"is wrong, not the items (engine.bad_request_stop={limit}); last: {reason}"

@@ -207,3 +207,37 @@ def decide(
         against_node=True,
         against_item=counted,
     )
+
+
+@dataclass
+class RefusalStreak:
+    """Whether a run's first requests are all refused alike: then a setting is wrong
+    (``max_tokens``, a schema, a key, the engine id), not the items, and the run stops.
+
+    Args:
+        limit: how many refusals with one status stop the run (0: never).
+    """
+
+    limit: int
+    count: int = 0
+    status: int | None = None
+    broken: bool = False  # a request ended otherwise: the streak can no longer stop the run
+
+    def answered(self) -> None:
+        """A request got an answer."""
+        self.broken = True
+
+    def failed(self, fault: Fault, status: int | None) -> bool:
+        """A request failed with ``fault`` (``status``: its HTTP status, if any); True when
+        that makes ``limit`` refusals with one status in a row from the run's start."""
+        if self.broken or not self.limit or fault is Fault.busy:
+            return False
+        if fault not in (Fault.bad_request, Fault.refused) or self.status not in (None, status):
+            self.broken = True
+            return False
+        self.status = status
+        self.count += 1
+        if self.count < self.limit:
+            return False
+        self.broken = True
+        return True

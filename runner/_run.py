@@ -40,6 +40,7 @@ from ._output import write_output
 from ._plan import JobPlan, prepare
 from ._progress import FailedIds, show_progress, summary_table
 from ._report import RunReport, build_report, write_json
+from ._sampling import sampling_params
 from ._signals import StopSignal
 from ._work import Work
 
@@ -94,16 +95,14 @@ def _locked_run(
     results_path = run_dir / "results.jsonl"
     started = time.monotonic()
     restarts: dict[str, int] = {}
-    with (
-        started_nodes(
-            cfg.cluster,
-            cfg.engine,
-            engine_id=cfg.model.engine,
-            log_dir=run_dir,
-            on_restart=lambda name, count, why: restarts.__setitem__(name, count),
-            listed=listed,
-        ) as configured,
-    ):
+    with started_nodes(
+        cfg.cluster,
+        cfg.engine,
+        engine_id=cfg.model.engine,
+        log_dir=run_dir,
+        on_restart=lambda name, count, why: restarts.__setitem__(name, count),
+        listed=listed,
+    ) as configured:
         call = trio.run(
             partial(
                 roll_call,
@@ -114,7 +113,7 @@ def _locked_run(
             )
         )
         try:  # before anything of the run directory or the journal changes
-            max_tokens = cfg.job.max_tokens or cfg.model.max_tokens
+            max_tokens = sampling_params(cfg.model, cfg.job)["max_tokens"]
             nodes = answering_nodes(call, max_tokens=max_tokens)
         except ClusterUnavailable as exc:
             console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -137,7 +136,7 @@ def _locked_run(
             ended = _engine_run(
                 cfg, plan, nodes, store, store_journal, results, total, started, restarts, stop
             )
-    report, failures, stopped = ended.report, ended.failures, ended.stopped
+    report, failures, stopped = ended.report, ended.failures, ended.report.stopped
     interrupted, refused = ended.interrupted, ended.refused
     with storage_errors(run_dir, "write report.json and the output"):
         write_json(run_dir / "report.json", report.to_json())
@@ -186,7 +185,6 @@ class _Ended:
 
     report: RunReport
     failures: FailedIds
-    stopped: str | None
     interrupted: bool
     refused: bool
 
@@ -270,7 +268,7 @@ def _engine_run(
         nodes={n.name: n.stats(restarts=restarts.get(n.name)) for n in engine.nodes},
         stopped=stopped,
     )
-    return _Ended(report, failures, stopped, interrupted, refused)
+    return _Ended(report, failures, interrupted, refused)
 
 
 def _set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:

@@ -20,6 +20,7 @@ from runner._policy import (
     Decision,
     Fault,
     History,
+    RefusalStreak,
     Where,
     backoff,
     classify,
@@ -128,3 +129,17 @@ def test_the_backoff_doubles_up_to_its_ceiling() -> None:
     assert [retry_delay(n, SETTINGS) for n in range(1, 6)] == [0.0, 0.5, 1.0, 2.0, 4.0]
     assert [probe_pause(n, SETTINGS) for n in range(3)] == [2.0, 4.0, 4.0]
     assert probe_pause(0, replace(SETTINGS, backoff_max=1.0)) == 1.0
+
+
+def test_a_refusal_streak_stops_the_run_only_when_it_starts_it_with_one_status() -> None:
+    streak = RefusalStreak(limit=3)
+    assert [streak.failed(Fault.bad_request, 400) for _ in range(3)] == [False, False, True]
+    mixed = RefusalStreak(limit=2)
+    assert not mixed.failed(Fault.refused, 401) and not mixed.failed(Fault.bad_request, 400)
+    assert not mixed.failed(Fault.bad_request, 400)  # broken by the other status
+    answered = RefusalStreak(limit=1)
+    answered.answered()
+    assert not answered.failed(Fault.bad_request, 400)
+    busy_first = RefusalStreak(limit=1)
+    assert not busy_first.failed(Fault.busy, 503) and busy_first.failed(Fault.bad_request, 400)
+    assert not RefusalStreak(limit=0).failed(Fault.bad_request, 400)
