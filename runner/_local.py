@@ -3,7 +3,8 @@
 :func:`local_cluster` starts ``nodes`` server processes (our TextSynth-compatible node,
 ``python -m runner.node``, or llama.cpp's own OpenAI-compatible server,
 ``python -m runner.node.llama_server``), each on a free
-127.0.0.1 port, waits until every one answers its readiness URL, yields them, and stops them
+127.0.0.1 port, waits until every one answers its readiness URL from its own listening
+socket (not a stale server still holding the port), yields them, and stops them
 on the way out: SIGTERM, then SIGKILL after a grace period. That holds after a normal exit,
 an exception or a KeyboardInterrupt. On Linux the children also get SIGKILL from the kernel
 if the runner itself dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the runner leaves no
@@ -363,7 +364,9 @@ def _wait_ready(
                     answer = client.get(f"http://127.0.0.1:{starter.port}{starter.ready_path}")
                 except httpx.TransportError:
                     continue
-                if answer.status_code == 200:
+                # A 200 from a stale server that holds the port (a previous node not yet
+                # gone) is not this node being ready: the listener must be its own.
+                if answer.status_code == 200 and listens_on(starter.process.pid, starter.port):
                     pending.remove(starter)
             if not pending:
                 break
@@ -371,6 +374,43 @@ def _wait_ready(
                 raise pending[0].failure(f"was not ready within {timeout:g} s")
             time.sleep(POLL_INTERVAL)
     return [starter.node() for starter in starters]
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on TCP ``port`` of loopback.
+
+    Linux: the listening socket's inode (``/proc/net/tcp``, ``tcp6``) among the process's
+    open file descriptors. Where ``/proc`` cannot tell (another OS), the answer is yes.
+    """
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local address "0100007F:1F90", state 0A = LISTEN, inode in column 10
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(fields[9])
+    if not Path("/proc/net/tcp").exists():
+        return True
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    return False
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

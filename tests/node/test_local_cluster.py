@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +19,14 @@ import psutil
 import pytest
 
 from runner._errors import ConfigError
-from runner._local import LocalNode, _check_arguments, local_cluster
+from runner._local import (
+    LocalNode,
+    _check_arguments,
+    _Starter,
+    _wait_ready,
+    listens_on,
+    local_cluster,
+)
 from tests._realnode import REPO, model_ready, node_env
 
 
@@ -77,6 +88,57 @@ def test_zero_nodes_means_one_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 6)
     assert _check_arguments(nodes=0, threads=1, parallel=0, server="textsynth", engine="e") == 6
     assert _check_arguments(nodes=3, threads=2, parallel=4, server="openai", engine="e") == 3
+
+
+def test_a_listening_socket_belongs_to_the_process_holding_it() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert listens_on(os.getpid(), port)
+            assert not listens_on(child.pid, port)
+        finally:
+            child.kill()
+            child.wait()
+    assert not listens_on(os.getpid(), port)  # closed: nobody listens
+
+
+def test_a_stale_server_answering_on_the_port_does_not_make_a_node_ready(
+    tmp_path: Path,
+) -> None:
+    """A previous node still holding the port answers /health with 200; the node being
+    started (here a process that never listens) is not ready for that."""
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    stale = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=stale.serve_forever, daemon=True).start()
+    starter = _Starter(
+        index=0, server="textsynth", model=tmp_path / "m.gguf", engine="m", threads=1,
+        parallel=1, api_key=None, folder=tmp_path, track=lambda _: None,
+    )  # fmt: skip
+    starter.port = stale.server_address[1]
+    starter.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert (
+            httpx.get(f"http://127.0.0.1:{starter.port}/health", trust_env=False).status_code == 200
+        )
+        with pytest.raises(ConfigError, match="was not ready within 1 s"):
+            _wait_ready([starter], api_key=None, timeout=1)
+    finally:
+        starter.process.kill()
+        starter.process.wait()
+        stale.shutdown()
+        stale.server_close()
 
 
 @pytest.mark.model
