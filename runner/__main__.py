@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from ._errors import ConfigError, StorageError
 from ._help import keys_help
 from ._outcome import EXIT_CONFIG, EXIT_INTERNAL, EXIT_STORAGE, Outcome
 from ._run import run
+from ._shard import run_dir_suffix
 from ._signals import StopSignal, sigterm_as_ctrl_c
 
 log = logging.getLogger("runner")
@@ -145,6 +147,11 @@ def _hydra_main(cfg: DictConfig) -> None:
     log.info(outcome.summary)
 
 
+def _shard_suffix(shard: str | None, shards: int | None) -> str:
+    """``_shard-I-of-N`` at the end of a shard's run directory (``conf/config.yaml``)."""
+    return run_dir_suffix(shard, shards, os.environ)
+
+
 def main() -> int:
     """Run Hydra and turn what happened into an exit status; SIGTERM is handled as Ctrl-C."""
     with sigterm_as_ctrl_c(_stop):
@@ -154,6 +161,7 @@ def main() -> int:
 def _main() -> int:
     register()
     OmegaConf.register_new_resolver("runner_keys", keys_help, replace=True)  # --help's keys
+    OmegaConf.register_new_resolver("runner_shard", _shard_suffix, replace=True)
     if {"--help", "-h"} & set(sys.argv) and not any(a.startswith("job=") for a in sys.argv):
         sys.argv.append("~job")  # --help composes the config: let it do so without a job
     held = _HeldStderr(sys.stderr)

@@ -20,6 +20,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from ._config import ClusterKind, JobKind, RunConfig
 from ._errors import ConfigError
+from ._shard import parse_shard
 
 # key → minimum, for numbers that must be positive: a minimum of 0 means greater than 0 (the
 # durations), any other is the smallest value allowed (the counts); an unset key is skipped
@@ -39,6 +40,7 @@ _POSITIVE = {
     "engine.no_node_timeout": 0,
     "cluster.local.ready_timeout": 0,
     "model.max_tokens": 1,
+    "shards": 1,
 }
 _NON_NEGATIVE = (
     "engine.backoff_initial",
@@ -142,5 +144,7 @@ def check(cfg: RunConfig) -> None:
                 f"{key} must be a plain file name (letters, digits, '_', '-' and '.', not "
                 f"starting with '.', at most 200 characters), got {name!r}"
             )
+    if cfg.shard is not None:
+        parse_shard(cfg.shard)  # the environment's shard is checked when the run starts
     if cfg.job.kind is JobKind.generate and not cfg.job.input.path:
         raise ConfigError(f"job '{cfg.job.name}': job.input.path is required")

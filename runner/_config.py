@@ -61,6 +61,13 @@ class OutputShape(Enum):
     none = "none"  # no consolidated file; results.jsonl only
 
 
+class ShardNodes(Enum):
+    """How a sharded run's nodes are divided among the shards (runner/_shard.py)."""
+
+    split = "split"  # node j of the cluster's list goes to shard j mod N (needs N nodes)
+    share = "share"  # every shard uses every node, each node's slots divided among them
+
+
 class ProgressMode(Enum):
     auto = "auto"  # a live display on a terminal, log lines otherwise
     rich = "rich"
@@ -306,6 +313,12 @@ class RunConfig:
         prompts_dir: where a job's relative paths are looked up last (default: the
             project's prompts/).
         progress: auto (rich on a terminal, log otherwise), rich, log or off.
+        shard: I/N: run only shard I (0-based) of N of the job's items; null → from
+            SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX when set; 0/1 → the whole job.
+        shards: the shard count N with SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX (needed
+            by the latter; wins over SLURM_ARRAY_TASK_COUNT).
+        shard_nodes: split (node j goes to shard j mod N) or share (every shard uses every
+            node, its slots divided); a local cluster's shards each start their own nodes.
     """
 
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -317,6 +330,9 @@ class RunConfig:
     journal_dir: str = "outputs/journal"
     prompts_dir: str = "prompts"
     progress: ProgressMode = ProgressMode.auto
+    shard: str | None = None
+    shards: int | None = None
+    shard_nodes: ShardNodes = ShardNodes.split
 
 
 def register() -> None:

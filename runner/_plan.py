@@ -24,6 +24,7 @@ from ._output import check_keys
 from ._paths import resolve_path, search_folders
 from ._request import GenerationRequest
 from ._sampling import sampling_params
+from ._shard import Shard
 from ._templates import PromptTemplate, load_template
 from ._work import Acceptor, Work
 
@@ -38,6 +39,7 @@ class JobPlan:
     input_path: Path
     schema: dict[str, Any] | None
     acceptor: Acceptor
+    shard: Shard | None = None  # only this shard's items (runner/_shard.py); None: all
 
     @property
     def job(self) -> JobConfig:
@@ -53,7 +55,8 @@ class JobPlan:
         )
 
     def scan(self) -> int:
-        """Read every item once: check the file, the ids and every prompt. Returns the count."""
+        """Read every item once: check the file, the ids and every prompt. Returns the count
+        (of the shard's items, for a shard)."""
         spec = self.job.input
         count = scan_items(
             self.input_path,
@@ -62,12 +65,11 @@ class JobPlan:
             text_field=spec.text_field,
         )
         check_keys(self._items, self.job.output, path=self.input_path)
-        for work in self.work():  # renders every prompt: a missing variable fails here
-            del work
-        return count
+        here = sum(1 for _ in self.work())  # renders every prompt: a missing variable fails here
+        return count if self.shard is None else here
 
     def work(self) -> Iterator[Work]:
-        """Stream the job's work items, in input order."""
+        """Stream the job's work items (the shard's, for a shard), in input order."""
         model = self.cfg.model
         params = sampling_params(model, self.job)
         schema = self.schema if model.schema_decoding else None
@@ -84,9 +86,9 @@ class JobPlan:
                 schema=schema,
                 seed=self.job.seed,
             )
-            yield Work(
-                id=item.id, index=item.index, input=item.data, request=request, key=request.key()
-            )
+            key = request.key()
+            if self.shard is None or self.shard.holds(key):
+                yield Work(id=item.id, index=item.index, input=item.data, request=request, key=key)
 
 
 def prepare(cfg: RunConfig, *, job_dir: Path | None = None) -> JobPlan:

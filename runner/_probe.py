@@ -2,7 +2,8 @@
 
 Prints a table — reachable or not and why, engine ids served, slots (what a run would use,
 where that number comes from, and what the node itself says), latency, tokens/s — and writes
-it to ``probe.json`` in the run directory. Exit status 0 when every node answered.
+it to ``probe.json`` in the run directory. Exit status 0 when every node answered. A shard's
+probe checks the nodes that shard would use (:func:`runner._shard.shard_nodes`) and says so.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ._client import NodeClient
-from ._cluster import started_nodes
-from ._config import RunConfig
+from ._cluster import remote_nodes, started_nodes
+from ._config import ClusterKind, RunConfig
 from ._errors import NodeError
 from ._nodes import NodeSpec
 from ._outcome import EXIT_FAILED_ITEMS, EXIT_OK, Outcome
 from ._report import write_json
 from ._request import GenerationRequest
+from ._shard import Shard, nodes_rule, shard_nodes
 
 
 @dataclass
@@ -135,18 +137,34 @@ def slots_cell(r: ProbeResult) -> str:
     return cell
 
 
-def run_probe(cfg: RunConfig, run_dir: Path, *, console: Console) -> Outcome:
-    """Probe every node of the configured cluster; returns the run's outcome."""
+def shard_heading(shard: Shard, cfg: RunConfig) -> str:
+    """The line a shard's probe starts with: which shard, and which nodes it uses."""
+    local = cfg.cluster.kind is ClusterKind.local
+    rule = nodes_rule(shard, cfg.shard_nodes, local=local)
+    return f"Shard {shard.label} ({shard.source}): {rule}"
+
+
+def run_probe(
+    cfg: RunConfig, run_dir: Path, *, console: Console, shard: Shard | None = None
+) -> Outcome:
+    """Probe every node of the configured cluster (of the shard, for a shard); returns the
+    run's outcome."""
     started = time.monotonic()
+    listed = None
+    if shard is not None and cfg.cluster.kind is not ClusterKind.local:
+        listed = shard_nodes(remote_nodes(cfg.cluster, cfg.engine), shard, cfg.shard_nodes)
     with started_nodes(
-        cfg.cluster, cfg.engine, engine_id=cfg.model.engine, log_dir=run_dir
+        cfg.cluster, cfg.engine, engine_id=cfg.model.engine, log_dir=run_dir, listed=listed
     ) as specs:
         results = trio.run(probe_all, specs, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / (cfg.job.output.filename or "probe.json")
-    write_json(
-        path, {"nodes": [asdict(r) for r in results], "wall_time_s": time.monotonic() - started}
-    )
+    found = {"nodes": [asdict(r) for r in results], "wall_time_s": time.monotonic() - started}
+    if shard is not None:
+        found["shard"] = {"index": shard.index, "count": shard.count, "source": shard.source}
+    write_json(path, found)
+    if shard is not None:
+        console.print(shard_heading(shard, cfg), markup=False)
     console.print(_table(results))
     up = sum(r.reachable for r in results)
     code = EXIT_OK if up == len(results) else EXIT_FAILED_ITEMS

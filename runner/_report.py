@@ -1,5 +1,5 @@
-"""``report.json``: what a run did, in total and per node (the job's output file is
-:mod:`runner._output`)."""
+"""``report.json``: what a run did, in total and per node, and which shard of the job it was
+(the job's output file is :mod:`runner._output`; merging shards: :mod:`runner.merge`)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,35 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class ShardLine:
+    """What a shard's ``report.json`` says of the shard, so that ``python -m runner.merge``
+    can check that shards belong together and build the job's output from them.
+
+    Attributes:
+        index: the shard, 0-based.
+        count: the shards of the job.
+        source: where the runner learnt it (``shard=1/4``, ``SLURM_ARRAY_TASK_ID=1, ...``).
+        items: the items of this shard.
+        job_items: the items of the whole job.
+        fingerprint: a digest of every item of the whole job (index, id, request key;
+            :func:`runner._shard.job_fingerprint`): equal for every shard of one job.
+        nodes: how the nodes were divided (``split``, ``share``; ``local``: its own).
+        journal: the shard's own resume journal.
+        output: the job's output settings (``filename``, ``shape``, ``key_field``).
+    """
+
+    index: int
+    count: int
+    source: str
+    items: int
+    job_items: int
+    fingerprint: str
+    nodes: str
+    journal: str
+    output: dict[str, str | None]
+
+
+@dataclass(frozen=True)
 class RunReport:
     """What a run did, in total and per node; ``report.json`` is :meth:`to_json`.
 
@@ -89,6 +118,7 @@ class RunReport:
         wall_time_s: seconds from the start of the run to its end.
         stopped: why the run stopped early (``None``: it ran to its end).
         nodes: each node's line, by name.
+        shard: which shard of the job the run was (``None``: the whole job).
     """
 
     job: str
@@ -96,6 +126,7 @@ class RunReport:
     wall_time_s: float
     stopped: str | None
     nodes: dict[str, NodeLine]
+    shard: ShardLine | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -114,6 +145,7 @@ class RunReport:
         }
         return {
             "job": self.job,
+            **({"shard": asdict(self.shard)} if self.shard is not None else {}),
             "totals": totals,
             "wall_time_s": round(self.wall_time_s, 3),
             "tokens_per_s": self.tokens_per_s,
