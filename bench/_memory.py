@@ -27,7 +27,7 @@ from ._spec import ClusterSpec
 from ._strategy import Settings
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-CHILD_TIMEOUT = 1800.0  # real seconds one measurement may take
+CHILD_TIMEOUT = 3600.0  # real seconds one measurement may take (ten million items: ~20 min)
 RUNNER = "runner"  # the whole runner (python -m runner), not a strategy: bench._memory_runner
 
 
@@ -64,8 +64,16 @@ async def run_memory(
 
 
 async def _child(
-    strategy: str, items: Path, nodes: list[dict[str, Any]], settings: Settings, workdir: Path
+    strategy: str,
+    items: Path,
+    nodes: list[dict[str, Any]],
+    settings: Settings,
+    workdir: Path,
+    *,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
+    """One measurement in a fresh process; ``stop_after`` (the runner only) ends the run
+    with SIGTERM once that many results are written (:mod:`bench._memory_runner`)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
     if strategy == RUNNER:
@@ -73,6 +81,8 @@ async def _child(
             sys.executable, "-m", "bench._memory_runner", "--items", str(items),
             "--nodes", json.dumps(nodes), "--workdir", str(workdir),
         ]  # fmt: skip
+        if stop_after is not None:
+            command += ["--stop-after", str(stop_after)]
     else:
         command = [
             sys.executable, "-m", "bench._memory_child", "--strategy", strategy,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._errors import ConfigError
-from ._repeats import bucket, shared_buckets
+from ._repeats import first_repeat
 
 FORMATS = ("lines", "csv", "jsonl")
 _BY_SUFFIX = {"": "lines", ".txt": "lines", ".lst": "lines", ".csv": "csv"}
@@ -122,38 +122,29 @@ def scan_items(
     text_field: str = "text",
 ) -> int:
     """Read the whole input once to check it, in memory that does not grow with the input:
-    ids go through :mod:`runner._repeats`'s bit filter, and only ids that share a bucket are
-    compared for real, in a second pass.
+    ids are compared exactly through a temporary on-disk table (:mod:`runner._repeats`).
 
     Returns:
         The number of items.
 
     Raises:
-        ConfigError: as :func:`read_items`, or two items share an id.
+        ConfigError: as :func:`read_items`, or two items share an id (the first repeat in
+            the file, naming both lines).
     """
-
-    def items() -> Iterator[Item]:
-        return read_items(path, format=format, id_field=id_field, text_field=text_field)
-
     count = 0
 
-    def hashes() -> Iterator[int]:
+    def ids() -> Iterator[tuple[str, int]]:
         nonlocal count
-        for item in items():
+        for item in read_items(path, format=format, id_field=id_field, text_field=text_field):
             count += 1
-            yield hash(item.id)
+            yield item.id, item.line
 
-    shared = shared_buckets(hashes())
-    if shared:
-        first_line: dict[str, int] = {}
-        for item in items():
-            if bucket(hash(item.id)) not in shared:
-                continue
-            seen = first_line.setdefault(item.id, item.line)
-            if seen != item.line:
-                raise ConfigError(
-                    f"{path}:{item.line}: duplicate id {item.id!r} (first seen on line {seen})"
-                )
+    repeat = first_repeat(ids())
+    if repeat is not None:
+        raise ConfigError(
+            f"{path}:{repeat.line}: duplicate id {repeat.value!r} "
+            f"(first seen on line {repeat.first_line})"
+        )
     return count
 
 

@@ -6,7 +6,9 @@ Two files use this format:
   the item finishes.
 * the *store* (``<journal_dir>/<job>.jsonl``): every accepted record of every run of the job,
   also written the moment it arrives. A re-run reads it to skip work already done, keyed by
-  the request's hash (:meth:`~runner._request.GenerationRequest.key`).
+  the request's hash (:meth:`~runner._request.GenerationRequest.key`), through
+  :class:`Store` and its resume index on disk (:mod:`runner._resume_index`,
+  ``<job>.index.sqlite``), which reads only the lines appended since its last opening.
 
 Each line is written with a single ``write`` on a file opened in append mode, so a crash
 leaves at worst one torn last line; readers skip lines that do not parse, and a writer that
@@ -16,21 +18,27 @@ record is never both skipped by one run and found again by the next.
 
 The store holds at most one accepted record per key: a run with ``resume=false`` first drops
 the records of the work it is about to do again (:func:`drop_records`, an atomic rewrite), so
-the new results supersede them instead of standing beside them. A file that cannot be opened,
-read or written (read-only folder, full disk) is a one-line
+the new results supersede them instead of standing beside them (the index's mark is dropped
+first, so the rewritten store is indexed again from its first line). A file that cannot be
+opened, read or written (read-only folder, full disk) is a one-line
 :class:`~runner._errors.StorageError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ._errors import storage_errors
+from ._errors import StorageError, storage_errors
 from ._files import replace_file
+from ._resume_index import IndexCorrupt, Mark, ResumeIndex, forget_mark, index_path, remove_index
+
+Progress = Callable[[int, int], None]
+PROGRESS_LINES = 50_000  # records between two progress calls (two batches into the index)
 
 
 class Journal:
@@ -85,46 +93,152 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except FileNotFoundError:
         return
     with f:
-        offset = 0
-        for raw in f:
-            start, offset = offset, offset + len(raw)
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
+        for start, raw in _lines(f, 0):
+            record = _parsed(raw)
+            if record is not None:
                 yield start, record
+
+
+def _lines(f: BinaryIO, offset: int) -> Iterator[tuple[int, bytes]]:
+    """The lines of an open journal from ``offset`` (the start of a line), with their
+    offsets; the last one may lack its newline."""
+    f.seek(offset)
+    for raw in f:
+        yield offset, raw
+        offset += len(raw)
+
+
+def _parsed(raw: bytes) -> dict[str, Any] | None:
+    """The record of a line, ``None`` when it is torn or garbled."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: garbage nested too deeply
+        return None
+    return record if isinstance(record, dict) else None
 
 
 class Store:
     """The accepted results of earlier runs, looked up by request key.
 
-    Only byte offsets are kept in memory; a record is read back when it is reused.
+    Only the resume index (:mod:`runner._resume_index`, on disk beside the store) knows
+    where each key's record is; opening a store brings that index up to date with the lines
+    appended since it was last opened, and a record is read back when it is reused. A last
+    line without its newline is not indexed (a writer may still complete it): it is kept
+    here, the one key in memory. Close the store when done (a context manager).
+
+    Args:
+        path: the store's journal.
+        progress: called as ``progress(bytes_read, bytes_to_read)`` while the index catches
+            up (every :data:`PROGRESS_LINES` lines, and once at the end).
+
+    Raises:
+        StorageError: the journal cannot be read, or its index cannot be written.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, progress: Progress | None = None) -> None:
         self.path = path
-        self._offsets: dict[str, int] = {}
+        self.index_path = index_path(path)
+        self._index: ResumeIndex | None = None
+        self._last: dict[str, int] = {}  # the accepted record of a last line without newline
         with storage_errors(path, "read the journal"):
-            for offset, record in read_records(path):
-                key = _accepted_key(record)
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+            except FileNotFoundError:
+                return  # nothing to index: no index file is made
+        with f, storage_errors(path, "read the journal"):
+            try:
+                self._index = self._caught_up(f, progress)
+            except IndexCorrupt:
+                remove_index(self.index_path)
+                self._index = self._caught_up(f, progress)
+
+    def _caught_up(self, f: BinaryIO, progress: Progress | None) -> ResumeIndex:
+        index = ResumeIndex(self.index_path)
+        with contextlib.ExitStack() as closing:
+            closing.callback(index.close)  # unless caught up
+            self._last.clear()
+            scanned = start = index.begin(f)
+            total = os.fstat(f.fileno()).st_size - start
+            batch: list[tuple[str, int]] = []
+            f.seek(start)
+            for raw in f:  # the loop of _lines and _line_key inlined: ~10M lines a run
+                try:
+                    record = json.loads(raw)
+                except (ValueError, RecursionError):
+                    record = None
+                key = None
+                if isinstance(record, dict) and record.get("status") == "ok":
+                    key = record.get("key")
+                    if not isinstance(key, str):
+                        key = None
+                if raw[-1:] != b"\n":  # the last line: indexed once it is complete
+                    if key is not None:
+                        self._last[key] = scanned
+                    break
                 if key is not None:
-                    self._offsets[key] = offset
+                    batch.append((key, scanned))
+                    if len(batch) == PROGRESS_LINES:
+                        index.add(batch)
+                        batch.clear()
+                        if progress is not None:
+                            progress(scanned - start, total)
+                scanned += len(raw)
+            index.add(batch)
+            mark = Mark.of(f, scanned=scanned)
+            index.commit(mark)
+            closing.pop_all()
+        if progress is not None:
+            progress(total, total)
+        return index
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        if self._index is None:
+            return 0
+        indexed = len(self._index)
+        return indexed + sum(1 for key in self._last if not self._index.lookup([key]))
 
     def __contains__(self, key: str) -> bool:
-        return key in self._offsets
+        return bool(self.offsets([key]))
+
+    def offsets(self, keys: Sequence[str]) -> dict[str, int]:
+        """Where the store holds the accepted records of those of ``keys`` it has."""
+        if self._index is None:
+            return {}
+        try:
+            found = self._index.lookup(keys)
+        except IndexCorrupt as exc:  # damaged since it was opened: a one-line error
+            raise StorageError(
+                f"{self.index_path}: cannot read the resume index: {exc}; delete it and run again"
+            ) from exc
+        found.update((key, offset) for key, offset in self._last.items() if key in keys)
+        return found
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The accepted records of those of ``keys`` the store holds, by key: one query a
+        batch of keys, and each record read back from the journal."""
+        offsets = self.offsets(keys)
+        if not offsets:
+            return {}
+        records: dict[str, dict[str, Any]] = {}
+        with storage_errors(self.path, "read the journal"), open(self.path, "rb") as f:
+            for key, offset in sorted(offsets.items(), key=lambda pair: pair[1]):
+                f.seek(offset)
+                records[key] = json.loads(f.readline())
+        return records
 
     def get(self, key: str) -> dict[str, Any] | None:
-        offset = self._offsets.get(key)
-        if offset is None:
-            return None
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            record: dict[str, Any] = json.loads(f.readline())
-        return record
+        return self.get_many([key]).get(key)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def drop_records(path: Path, keys: Collection[str]) -> int:
@@ -148,6 +262,7 @@ def drop_records(path: Path, keys: Collection[str]) -> int:
             if not any(_line_key(raw) in keys for raw in source):
                 return 0
             source.seek(0)
+            forget_mark(index_path(path))  # before the rewrite: a crash after it is safe
             dropped = 0
             with replace_file(path, binary=True, keep_mode=True) as out:
                 for raw in source:
@@ -165,8 +280,5 @@ def _accepted_key(record: dict[str, Any]) -> str | None:
 
 def _line_key(raw: bytes) -> str | None:
     """The key of an accepted record's line, else ``None`` (garbled lines included)."""
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return _accepted_key(record) if isinstance(record, dict) else None
+    record = _parsed(raw)
+    return None if record is None else _accepted_key(record)

@@ -10,16 +10,20 @@ Answers go in input order, and none is lost in silence:
   :func:`check_keys` while the job is scanned, before anything is sent, so every key names
   exactly one item.
 
-Memory does not grow with the answers: one pass over ``results.jsonl`` keeps, per item
-index, the byte offset of its latest accepted record (8 bytes an item); a second pass reads
-the answers back one at a time in index order and writes them out as they come.
+Memory does not grow with the answers: one pass over ``results.jsonl`` notes, per item
+index, the byte offset of its latest accepted record, in a table of a private temporary
+SQLite database (on disk in SQLite's temporary folder, within a fixed page cache; gone when
+closed); a second pass reads the answers back one at a time in index order and writes them
+out as they come.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from array import array
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -27,12 +31,12 @@ from ._config import OutputConfig, OutputShape
 from ._errors import ConfigError
 from ._files import replace_file
 from ._journal import read_records
-from ._repeats import bucket, shared_buckets
+from ._repeats import first_repeat
 
 if TYPE_CHECKING:
     from ._inputs import Item
 
-_NONE = -1  # no accepted answer at this index
+CACHE_KIB = 2048  # the page cache of the table of latest answers (SQLite's default)
 MAX_INDEX = 2**31  # the most items a job may have
 
 
@@ -59,9 +63,11 @@ def consolidate(
     """The consolidated output as a value, and how many answers it holds (for tests and
     small runs; :func:`write_output` streams the same content to a file). Without
     ``items``, a ``list`` ends at the last accepted answer."""
-    offsets = _index(results, MAX_INDEX if items is None else min(items, MAX_INDEX))
-    count = sum(1 for o in offsets if o != _NONE)
-    pairs = list(entries(results, output, items=len(offsets) if items is None else items))
+    with _latest_answers(results, MAX_INDEX if items is None else min(items, MAX_INDEX)) as db:
+        last, count = db.execute(
+            "SELECT coalesce(max(idx) + 1, 0), count(*) FROM latest"
+        ).fetchone()
+    pairs = list(entries(results, output, items=last if items is None else items))
     if output.shape is OutputShape.mapping:
         return dict(pairs), count
     return [answer for _, answer in pairs], count
@@ -75,21 +81,22 @@ def entries(results: Path, output: OutputConfig, *, items: int) -> Iterator[tupl
     are skipped, never fatal.
     """
     items = min(items, MAX_INDEX)
-    offsets = _index(results, items)
     every_position = output.shape is OutputShape.list
-    count = items if every_position else len(offsets)
-    offsets.extend(array("q", [_NONE]) * (count - len(offsets)))
-    if all(offset == _NONE for offset in offsets):  # no answer: the file need not be opened
-        if every_position:
-            yield from (("", None) for _ in offsets)
-        return
-    with open(results, "rb") as f:
-        for offset in offsets:
-            if offset != _NONE:
-                record = _read_at(f, offset)
-                yield output_key(record.get("input"), record.get("id"), output), record["answer"]
-            elif every_position:
-                yield "", None
+    position = 0  # the next index of a list
+    with _latest_answers(results, items) as db:
+        latest = db.execute("SELECT idx, offset FROM latest ORDER BY idx")
+        first = latest.fetchone()
+        if first is not None:  # with no answer the file need not be opened
+            with open(results, "rb") as f:
+                for index, offset in chain([first], latest):
+                    if every_position:
+                        yield from (("", None) for _ in range(index - position))
+                        position = index + 1
+                    record = _read_at(f, offset)
+                    key = output_key(record.get("input"), record.get("id"), output)
+                    yield key, record["answer"]
+    if every_position:
+        yield from (("", None) for _ in range(items - position))
 
 
 def output_key(data: Any, item_id: Any, output: OutputConfig) -> str:
@@ -103,8 +110,8 @@ def check_keys(items: Callable[[], Iterable[Item]], output: OutputConfig, *, pat
     """Refuse, before anything is sent, a ``mapping`` whose keys would lose answers: an item
     without the ``key_field`` (the first item: the field is not a column of the input) or a
     key that repeats. ``items`` streams the input; like
-    :func:`~runner._inputs.scan_items` this keeps one bit per filter bucket and reads the
-    input a second time only when two keys share a bucket.
+    :func:`~runner._inputs.scan_items` the keys are compared exactly through a temporary
+    on-disk table (:mod:`runner._repeats`), in memory that does not grow with the input.
 
     Raises:
         ConfigError: ``file:line``, the field or the key, and what to do.
@@ -113,27 +120,19 @@ def check_keys(items: Callable[[], Iterable[Item]], output: OutputConfig, *, pat
     if output.shape is not OutputShape.mapping or not field:
         return  # ids are the keys, and ids are unique (checked by scan_items)
 
-    def hashes() -> Iterator[int]:
+    def keys() -> Iterator[tuple[str, int]]:
         for item in items():
             if item.data.get(field) is None:
                 raise ConfigError(_missing_key(path, item, field))
-            yield hash(output_key(item.data, item.id, output))
+            yield output_key(item.data, item.id, output), item.line
 
-    shared = shared_buckets(hashes())
-    if not shared:
-        return
-    first_line: dict[str, int] = {}
-    for item in items():
-        key = output_key(item.data, item.id, output)
-        if bucket(hash(key)) not in shared:
-            continue
-        seen = first_line.setdefault(key, item.line)
-        if seen != item.line:
-            raise ConfigError(
-                f"{path}:{item.line}: key {key!r} of job.output.key_field {field!r} repeats "
-                f"(first seen on line {seen}); a mapping holds one answer per key: pick a field "
-                "whose values are unique, or use job.output.shape=list"
-            )
+    repeat = first_repeat(keys())
+    if repeat is not None:
+        raise ConfigError(
+            f"{path}:{repeat.line}: key {repeat.value!r} of job.output.key_field {field!r} "
+            f"repeats (first seen on line {repeat.first_line}); a mapping holds one answer per "
+            "key: pick a field whose values are unique, or use job.output.shape=list"
+        )
 
 
 def _missing_key(path: Path, item: Item, field: str) -> str:
@@ -153,17 +152,26 @@ def _accepted(record: dict[str, Any], items: int) -> int | None:
     return index if 0 <= index < items else None
 
 
-def _index(results: Path, items: int) -> array[int]:
-    """Per item index: the offset of its latest accepted record, up to the last one."""
-    offsets: array[int] = array("q")
-    for offset, record in read_records(results):
-        index = _accepted(record, items)
-        if index is None:
-            continue
-        if index >= len(offsets):
-            offsets.extend(array("q", [_NONE]) * (index + 1 - len(offsets)))
-        offsets[index] = offset
-    return offsets
+@contextlib.contextmanager
+def _latest_answers(results: Path, items: int) -> Iterator[sqlite3.Connection]:
+    """A temporary table ``latest(idx, offset)``: per item index below ``items``, the offset
+    of its latest accepted record in ``results``."""
+    db = sqlite3.connect("", isolation_level=None)
+    try:
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        db.execute("PRAGMA temp_store = FILE")
+        db.execute("PRAGMA journal_mode = OFF")  # a scratch table: nothing to roll back to
+        db.execute("CREATE TABLE latest (idx INTEGER PRIMARY KEY, offset INTEGER NOT NULL)")
+        db.execute("BEGIN")
+        accepted = ((_accepted(record, items), offset) for offset, record in read_records(results))
+        db.executemany(
+            "INSERT OR REPLACE INTO latest VALUES (?, ?)",
+            ((index, offset) for index, offset in accepted if index is not None),
+        )
+        yield db
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
 
 
 def _read_at(f: IO[bytes], offset: int) -> dict[str, Any]:

@@ -1,34 +1,70 @@
-"""Finding repeated values in a stream without keeping the stream: a fixed bit filter.
+"""Finding the first repeated value in a stream, exactly, in memory that does not grow with it.
 
-Each value's hash picks one of ``FILTER_BITS`` buckets. A bucket hit twice holds a repeated
-value or two values that merely share it; callers compare the values of those few buckets
-for real, in a second pass. Memory: ``FILTER_BITS / 8`` bytes (2 MiB), plus one entry per
-shared bucket: about n² / 2²⁵ of them for n values (~1,200 for 200,000; 75,000 for 1.6
-million), so the filter stays small up to a few million values and fills up beyond (at 10
-million about 2 million buckets are shared and their values are compared for real).
+The values go into a table of a private temporary SQLite database (the standard library's
+``sqlite3``, ``connect("")``: a file in SQLite's temporary folder, ``TMPDIR`` or ``/var/tmp``
+or ``/tmp``, deleted when the connection closes or the process dies), appended in stream
+order; one sorted pass (SQLite's external merge sort, within its page cache) then finds the
+value whose second appearance comes first. Memory: :data:`CACHE_KIB` of page cache, whatever
+the count; disk: about 30 bytes plus the value's length per value, for as long as the check
+runs (docs/benchmarks.md, "Scale: items", has the times at ten million).
+
+Every value is compared for real: there is no hash, filter or false positive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-FILTER_BITS = 2**24
+CACHE_KIB = 2048  # SQLite's page cache (and its sorter's memory): its default; more is no faster
+
+_FIRST_REPEAT = """
+SELECT value, line, first FROM (
+    SELECT value, line,
+        lag(line) OVER by_value AS first,
+        row_number() OVER by_value AS n,
+        rowid AS position
+    FROM seen
+    WINDOW by_value AS (PARTITION BY value ORDER BY rowid)
+)
+WHERE n = 2 ORDER BY position LIMIT 1
+"""
 
 
-def bucket(value_hash: int) -> int:
-    """The filter bucket of a hash."""
-    return value_hash & (FILTER_BITS - 1)
+@dataclass(frozen=True)
+class Repeat:
+    """A value seen twice.
+
+    Attributes:
+        value: the value.
+        line: where it came again (the first such place in the stream).
+        first_line: where it was first seen.
+    """
+
+    value: str
+    line: int
+    first_line: int
 
 
-def shared_buckets(hashes: Iterable[int]) -> set[int]:
-    """The buckets that more than one of ``hashes`` falls into."""
-    bits = bytearray(FILTER_BITS // 8)
-    shared: set[int] = set()
-    for value_hash in hashes:
-        b = bucket(value_hash)
-        byte, bit = divmod(b, 8)
-        if bits[byte] >> bit & 1:
-            shared.add(b)
-        else:
-            bits[byte] |= 1 << bit
-    return shared
+def first_repeat(values: Iterable[tuple[str, int]]) -> Repeat | None:
+    """The first value of ``(value, line)`` pairs that appeared before, in stream order of
+    its second appearance, with both lines; ``None`` when every value is unique.
+
+    The stream is read to its end first, so an exception it raises (a bad input line)
+    propagates, whatever repeats before it.
+    """
+    db = sqlite3.connect("", isolation_level=None)
+    try:
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        db.execute("PRAGMA temp_store = FILE")
+        db.execute("PRAGMA journal_mode = OFF")  # a scratch table: nothing to roll back to
+        db.execute("CREATE TABLE seen (value TEXT NOT NULL, line INTEGER NOT NULL)")
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO seen VALUES (?, ?)", values)
+        row = db.execute(_FIRST_REPEAT).fetchone()
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+    return None if row is None else Repeat(row[0], row[1], row[2])

@@ -96,12 +96,14 @@ def test_dropping_keys_rewrites_the_store_keeping_every_other_line_byte_for_byte
     before = path.read_bytes().splitlines(keepends=True)
     assert drop_records(path, {"k1", "k9"}) == 2
     assert path.read_bytes() == b"".join(line for line in before if b'"k1"' not in line)
-    assert {key: Store(path).get(key) for key in ("k1", "k2", "k3")} == {
-        "k1": None,
-        "k2": ok("k2", 2),
-        "k3": ok("k3", 4),
-    }
-    assert [p.name for p in tmp_path.iterdir()] == ["store.jsonl"]  # no temporary file left
+    with Store(path) as store:
+        assert {key: store.get(key) for key in ("k1", "k2", "k3")} == {
+            "k1": None,
+            "k2": ok("k2", 2),
+            "k3": ok("k3", 4),
+        }
+    # no temporary file left; the closed index is one file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.index.sqlite", "store.jsonl"]
 
 
 def test_dropping_keys_that_are_not_there_leaves_the_store_untouched(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import _repeats
 from runner._config import OutputConfig, OutputShape
 from runner._errors import ConfigError
 from runner._inputs import read_items
@@ -120,11 +119,7 @@ def test_a_key_field_that_is_not_a_column_is_refused_naming_the_columns(tmp_path
     )
 
 
-@pytest.mark.parametrize("filter_bits", [8, 2**24])  # 8: every key shares a bucket
-def test_a_repeated_mapping_key_is_refused_naming_both_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filter_bits: int
-) -> None:
-    monkeypatch.setattr(_repeats, "FILTER_BITS", filter_bits)
+def test_a_repeated_mapping_key_is_refused_naming_both_lines(tmp_path: Path) -> None:
     path, items = _items(tmp_path, "id,title\n1,Heat\n2,Alien\n3,Heat\n")
     output = OutputConfig("o.json", OutputShape.mapping, key_field="title")
     with pytest.raises(
@@ -141,11 +136,7 @@ def test_a_repeated_mapping_key_is_refused_naming_both_lines(
         OutputConfig("o.json", OutputShape.list, key_field="title"),  # no keys in a list
     ],
 )
-@pytest.mark.parametrize("filter_bits", [8, 2**24])
-def test_unique_keys_ids_and_lists_pass_the_key_check(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filter_bits: int, output: OutputConfig
-) -> None:
-    monkeypatch.setattr(_repeats, "FILTER_BITS", filter_bits)
+def test_unique_keys_ids_and_lists_pass_the_key_check(tmp_path: Path, output: OutputConfig) -> None:
     path, items = _items(tmp_path, "id,title\n1,Heat\n2,Alien\n3,heat\n")
     check_keys(items, output, path=path)
 
