@@ -27,7 +27,7 @@ adaptive per-node concurrency on. What the adapter does:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import replace
 from functools import partial
 
@@ -118,7 +118,8 @@ async def run_engine_strategy(
         on_request=on_request,
         transport=transport,
     )
-    await engine.run(_work(items, settings))
+    size = len(items) if isinstance(items, Sized) else None
+    await engine.run(_work(items, settings), size=None if size is None else lambda: size)
 
 
 engine_nohedge = partial(run_engine_strategy, hedge=False)

@@ -24,14 +24,24 @@ EVERYWHERE = ("_errors", "_config")
 """Modules every stage imports: their arrows are not drawn."""
 
 STAGES: dict[str, tuple[str, ...]] = {
-    "entry": ("__main__", "_run", "_help", "_signals", "_outcome"),
+    "entry": ("__main__", "_run", "_help", "_signals", "_outcome", "merge"),
     "config": ("_config", "_checks", "_paths", "_errors"),
-    "plan": ("_plan", "_inputs", "_templates", "_sampling", "_request", "_repeats"),
+    "plan": ("_plan", "_inputs", "_templates", "_sampling", "_request", "_repeats", "_shard"),
     "cluster": ("_cluster", "_inventory", "_local", "_probe", "_nodes"),
-    "engine": ("_engine", "_policy", "_health", "_hedging", "_adaptive", "_work"),
+    "engine": ("_engine", "_policy", "_health", "_hedging", "_tail", "_adaptive", "_work"),
     "wire": ("_client", "_textsynth", "_openai", "_wire"),
     "answers": ("_acceptance", "_jsonladder", "_schema_refs"),
-    "sink": ("_records", "_journal", "_lock", "_output", "_report", "_files", "_progress"),
+    "sink": (
+        "_records",
+        "_journal",
+        "_resume_index",
+        "_lock",
+        "_output",
+        "_report",
+        "_files",
+        "_progress",
+        "_merge",
+    ),
 }
 """The run's stages, in order, and the modules of each (``runner/<name>.py``)."""
 

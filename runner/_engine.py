@@ -7,7 +7,8 @@ order:
 
 1. an item waiting for a retry (after a node failure: not on the node that failed it, unless
    no other node is admitted; after a bad answer: anywhere, with the next seed);
-2. the next fresh item from the input;
+2. the next fresh item from the input, unless the run is near its end and a faster node will
+   soon be free to finish it sooner (the *tail rule*, :mod:`runner._tail`);
 3. near the end, when nothing else is left: a copy of an item still running on a node that
    will take longer to finish it than this node would (a *hedge*); the first accepted answer
    wins and the other request is cancelled.
@@ -57,11 +58,14 @@ from ._errors import (
     ServerError,
 )
 from ._health import probe_benched, watch_cluster
-from ._hedging import hedge_candidate
+from ._hedging import Ranking, pick, rank
 from ._nodes import Health, NodeSpec, NodeState, SlotsFrom
 from ._policy import Fault, History, RefusalStreak, Where, classify, decide, probe_pause
 from ._request import Api, Completion, Style
+from ._tail import Pace, pace_of, takes_fresh
 from ._work import Acceptor, RequestTrace, Work
+
+PACE_REFRESH = 1.0  # seconds after which the tail rule measures the cluster's pace again
 
 
 @dataclass(eq=False)
@@ -150,9 +154,18 @@ class Engine:
         self._clients: dict[str, NodeClient] = {}
         self._fresh: Iterator[Work] = iter(())
         self._fresh_done = False
+        self._size: Callable[[], int] | None = None
+        self._taken = 0  # fresh items taken from the input
+        self._ended = 0  # requests ended, for the pace's refresh
+        self._pace: Pace | None = None
+        self._pace_at = (-1, float("-inf"))  # (requests ended, time) when it was measured
         self._retry: deque[_Task] = deque()
         self._in_flight: set[_Task] = set()
-        self._changed = trio.Event()
+        # One event per node: a request's end wakes its node's workers, not the cluster's.
+        self._changed = {node.name: trio.Event() for node in self.nodes}
+        self._wake_all = False  # set when a change concerns every node (see _notify)
+        self._ranking: Ranking[_Task] | None = None
+        self._ranking_at = float("-inf")
         self._benched = {node.name: trio.Event() for node in self.nodes}  # set when benched
         self._all_done = trio.Event()
         self._stopped_reason: str | None = None
@@ -167,14 +180,20 @@ class Engine:
 
     # ----------------------------------------------------------------- public
 
-    async def run(self, work: Iterator[Work]) -> None:
+    async def run(self, work: Iterator[Work], *, size: Callable[[], int] | None = None) -> None:
         """Run every item of ``work`` to an end (accepted or failed).
+
+        ``size`` gives how many items ``work`` yields in all, or a bound that is asked again
+        as the run goes (a resumed run's work shrinks as earlier results are found); with
+        it the engine applies the tail rule (:mod:`runner._tail`), without it every free
+        slot takes the next item.
 
         Raises:
             ClusterUnavailable: no node could serve for ``no_node_timeout`` seconds.
             RequestsRefused: the first ``bad_request_stop`` requests all got the same 4xx.
         """
         self._fresh = work
+        self._size = size
         self.started_at = trio.current_time()
         async with contextlib.AsyncExitStack() as stack:
             for node in self.nodes:
@@ -238,8 +257,16 @@ class Engine:
     # ------------------------------------------------------------ scheduling
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake every waiting worker: something any node may act on changed (an item to
+        retry, a node benched or back, the end of the work)."""
+        for node in self.nodes:
+            self._notify_node(node)
+        self._wake_all = False
+
+    def _notify_node(self, node: NodeState) -> None:
+        """Wake the waiting workers of ``node`` alone (one of its slots is free again)."""
+        self._changed[node.name].set()
+        self._changed[node.name] = trio.Event()
 
     def _admitted(self) -> list[NodeState]:
         return [n for n in self.nodes if n.health is Health.admitted]
@@ -247,7 +274,7 @@ class Engine:
     async def _next_for(self, node: NodeState) -> _Task | None:
         """Wait for the next thing ``node`` should do; ``None`` when all work is done."""
         while True:
-            changed = self._changed
+            changed = self._changed[node.name]
             now = trio.current_time()
             wake_at = float("inf")
             if node.health is Health.admitted and node.active < node.limit:
@@ -265,28 +292,59 @@ class Engine:
 
     def _pick(self, node: NodeState, now: float) -> tuple[_Task | None, float]:
         wake_at = float("inf")
-        admitted = {n.name for n in self._admitted()}
         for task in self._retry:
             if task.not_before > now:
                 wake_at = min(wake_at, task.not_before)
                 continue
-            if node.name in task.avoid and not admitted <= task.avoid:
+            if node.name in task.avoid and not {n.name for n in self._admitted()} <= task.avoid:
                 continue
             self._retry.remove(task)
             return task, wake_at
         if not self._fresh_done:
+            if not self._takes_fresh(node, now):
+                return None, min(wake_at, now + PACE_REFRESH)  # a faster node will take it
             try:
                 work = next(self._fresh)
             except StopIteration:
                 self._fresh_done = True
+                self._wake_all = True
             else:
+                self._taken += 1
                 return _Task(work), wake_at
         if self.settings.hedge and self._fresh_done and not self._retry:
-            hedge = hedge_candidate(node, self._by_name, self._in_flight, now)
+            # Copies are looked for again every few of the fastest node's latencies, not
+            # at every answer: one ranking of what runs serves every idle node meanwhile.
+            pace = self._pace_now(now)
+            if not self._hedges(node, pace):
+                return None, min(wake_at, now + PACE_REFRESH)
+            again = min(PACE_REFRESH, pace.fastest / 4) if pace is not None else PACE_REFRESH
+            if self._ranking is None or now >= self._ranking_at + again:  # the wake-up's test
+                self._ranking = rank(self._by_name, self._in_flight, now)
+                self._ranking_at = now
+            hedge = pick(node, self._ranking)
             if hedge is not None:
                 node.hedges += 1
                 return hedge, wake_at
+            return None, min(wake_at, self._ranking_at + again)
         return None, wake_at
+
+    @staticmethod
+    def _hedges(node: NodeState, pace: Pace | None) -> bool:
+        """Whether ``node`` is fast enough to run copies: as fast as the tail rule asks of
+        a node taking the last fresh item. A slow node's copy would not beat the original."""
+        return node.latency_ewma is None or takes_fresh(node.latency_ewma, 0, pace)
+
+    def _takes_fresh(self, node: NodeState, now: float) -> bool:
+        if self._size is None or node.latency_ewma is None:
+            return True
+        return takes_fresh(node.latency_ewma, self._size() - self._taken, self._pace_now(now))
+
+    def _pace_now(self, now: float) -> Pace | None:
+        ended, at = self._pace_at
+        if self._ended - ended >= max(8, len(self.nodes) // 8) or now - at >= PACE_REFRESH:
+            self._pace = pace_of(self.nodes)  # O(nodes): amortised over nodes/8 requests
+            self._pace_at = (self._ended, now)
+        return self._pace
 
     # --------------------------------------------------------------- workers
 
@@ -332,6 +390,7 @@ class Engine:
                 )
         del task.running[node.name]
         node.active -= 1
+        self._ended += 1
         latency = trio.current_time() - now
         if not task.running:
             self._in_flight.discard(task)
@@ -367,7 +426,10 @@ class Engine:
                     output_tokens=completion.output_tokens if completion else None,
                 )
             )
-        self._notify()
+        if self._wake_all or (self._fresh_done and not self._in_flight):
+            self._notify()
+        else:
+            self._notify_node(node)
 
     def _answered(
         self, node: NodeState, task: _Task, completion: Completion, latency: float, seed: int
@@ -386,6 +448,7 @@ class Engine:
                 self._finish(task, _records.failed(task.work, error=str(exc), **self._trail(task)))
             else:
                 self._retry.appendleft(task)
+                self._wake_all = True
             return False
         for other_scope, _ in task.running.values():
             other_scope.cancel()
@@ -460,6 +523,7 @@ class Engine:
             self._retry.appendleft(task)  # first in line: it lost no time by its own fault
         else:
             self._retry.append(task)
+        self._wake_all = True
         return fault
 
     def _watch_refusals(self, fault: Fault, exc: NodeError, reason: str) -> None:
@@ -477,6 +541,7 @@ class Engine:
         others = [n for n in self._admitted() if n is not node]
         if node.health is Health.admitted and others:
             node.health = Health.benched
+            self._wake_all = True  # the tail rule and the copies must count without it
             self._benched[node.name].set()
             self._benched[node.name] = trio.Event()
         else:

@@ -1,23 +1,33 @@
 """Progress while a run goes on: a live display on a terminal, periodic log lines otherwise,
-and at the end a summary table and the failed items' ids."""
+and at the end a summary table and the failed items' ids. Before the run, the same for the
+resume index catching up with a large store (:func:`catch_up_progress`)."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ._config import ProgressMode
 from ._engine import Snapshot
-from ._report import RunReport
+from ._report import NodeLine, RunReport
 
 log = logging.getLogger("runner")
 
@@ -28,16 +38,58 @@ def resolve_mode(mode: ProgressMode) -> ProgressMode:
     return mode
 
 
+WIDE = 12  # more nodes than this: the live view and the log line summarise them
+
+
 def _nodes_table(snap: Snapshot) -> Table:
     table = Table(box=None, pad_edge=False)
     table.add_column("node")
     table.add_column("in flight", justify="right")
     table.add_column("errors", justify="right")
     table.add_column("state")
+    if len(snap.in_flight) > WIDE:
+        return _wide_table(table, snap)
     for name, active in snap.in_flight.items():
         state = "benched" if name in snap.benched else "ok"
         table.add_row(name, str(active), str(snap.errors.get(name, 0)), state)
     return table
+
+
+def _wide_table(table: Table, snap: Snapshot) -> Table:
+    """Many nodes: one row for all those serving, the benched ones named (the first few),
+    and the nodes with the most errors."""
+    benched = set(snap.benched)
+    serving = [n for n in snap.in_flight if n not in benched]
+    table.add_row(
+        f"{len(serving)} nodes",
+        str(sum(snap.in_flight[n] for n in serving)),
+        str(sum(snap.errors.get(n, 0) for n in serving)),
+        "ok",
+    )
+    if benched:
+        table.add_row(
+            f"{len(benched)} nodes: {_names(snap.benched)}",
+            str(sum(snap.in_flight[n] for n in benched)),
+            str(sum(snap.errors.get(n, 0) for n in benched)),
+            "benched",
+        )
+    worst = sorted((n for n in serving if snap.errors.get(n)), key=lambda n: -snap.errors[n])
+    for name in worst[:3]:
+        table.add_row(f"  most errors: {name}", str(snap.in_flight[name]),
+                      str(snap.errors[name]), "ok")  # fmt: skip
+    return table
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _flights(snap: Snapshot) -> str:
+    """The log line's in-flight part: every node, or a total for a wide cluster."""
+    if len(snap.in_flight) > WIDE:
+        return f"{sum(snap.in_flight.values())} over {len(snap.in_flight)} nodes"
+    return " ".join(f"{k}={v}" for k, v in snap.in_flight.items())
 
 
 async def show_progress(
@@ -56,7 +108,7 @@ async def show_progress(
             elapsed = trio.current_time() - start
             rate = snap.done / elapsed if elapsed > 0 else 0.0
             eta = (total - done) / rate if rate > 0 else float("inf")
-            flights = " ".join(f"{k}={v}" for k, v in snap.in_flight.items())
+            flights = _flights(snap)
             log.info(
                 "progress %d/%d ok=%d failed=%d rate=%.2f/s eta=%s in-flight: %s benched: %s",
                 done,
@@ -66,7 +118,7 @@ async def show_progress(
                 rate,
                 f"{eta:.0f}s" if eta != float("inf") else "?",
                 flights,
-                ",".join(snap.benched) or "none",
+                _names(snap.benched) if snap.benched else "none",
             )
     progress = Progress(
         TextColumn("[bold]items"),
@@ -89,6 +141,62 @@ async def show_progress(
             await trio.sleep(0.25)
 
 
+CATCH_UP_QUIET_S = 1.0  # a catch-up shorter than this shows nothing
+LOG_EVERY_S = 10.0  # log lines: one per this many seconds
+
+
+@contextmanager
+def catch_up_progress(
+    mode: ProgressMode, *, quiet_s: float = CATCH_UP_QUIET_S
+) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(bytes_read, bytes_to_read)`` callback for the resume index catching up
+    with the store (:class:`~runner._journal.Store`). Nothing shows during the first
+    ``quiet_s`` seconds, so an ordinary start stays silent; past that, a bar on a terminal
+    (``rich``) or a log line every 10 s (``log``), and a last log line saying how long it
+    took."""
+    mode = resolve_mode(mode)
+    started = time.monotonic()
+    bar: Progress | None = None
+    logged = started
+    done = [0, 0]
+
+    def progress(read: int, total: int) -> None:
+        nonlocal bar, logged
+        done[:] = [read, total]
+        now = time.monotonic()
+        if mode is ProgressMode.off or now - started < quiet_s:
+            return
+        if mode is ProgressMode.rich:
+            if bar is None:
+                bar = Progress(
+                    TextColumn("[bold]resume index"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TimeRemainingColumn(),
+                    console=Console(stderr=True),
+                    transient=True,
+                )
+                bar.add_task("index", total=total)
+                bar.start()
+            bar.update(bar.task_ids[0], completed=read, total=total)
+        elif now - logged >= LOG_EVERY_S or logged == started:
+            logged = now
+            log.info("resume index: %s of %s of the store read", _mb(read), _mb(total))
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.stop()
+        took = time.monotonic() - started
+        if mode is not ProgressMode.off and took >= quiet_s:
+            log.info("resume index: caught up with %s of the store in %.1f s", _mb(done[1]), took)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB"
+
+
 def summary_table(report: RunReport) -> Table:
     """The table printed at the end of a run."""
     totals = report.totals
@@ -100,7 +208,10 @@ def summary_table(report: RunReport) -> Table:
     )
     for col in ("node", "requests", "ok", "errors", "tokens", "tok/s", "p50 s", "p95 s"):
         table.add_column(col, justify="left" if col == "node" else "right")
-    for name, n in report.nodes.items():
+    rows = _summary_rows(report)
+    if len(rows) < len(report.nodes):
+        table.caption = f"{len(report.nodes) - len(rows)} more nodes in report.json"
+    for name, n in rows:
         table.add_row(
             name,
             str(n.requests),
@@ -112,6 +223,18 @@ def summary_table(report: RunReport) -> Table:
             "-" if n.latency_p95_s is None else f"{n.latency_p95_s:.2f}",
         )
     return table
+
+
+def _summary_rows(report: RunReport) -> list[tuple[str, NodeLine]]:
+    """Every node, or for a wide cluster the five fastest, the five slowest and every node
+    that had errors (``report.json`` keeps every node)."""
+    nodes = list(report.nodes.items())
+    if len(nodes) <= WIDE:
+        return nodes
+    by_speed = sorted(nodes, key=lambda item: -item[1].tokens_per_s)
+    keep = {name for name, _ in by_speed[:5] + by_speed[-5:]}
+    keep |= {name for name, line in nodes if line.errors}
+    return [(name, line) for name, line in by_speed if name in keep]
 
 
 @dataclass

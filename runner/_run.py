@@ -12,10 +12,12 @@ be written is a :class:`~runner._errors.StorageError`.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import trio
@@ -23,10 +25,11 @@ from rich.console import Console
 
 from . import _records
 from ._cluster import answering_nodes, describe_slots, remote_nodes, roll_call, started_nodes
-from ._config import ClusterKind, JobKind, RunConfig
+from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
 from ._engine import Engine
 from ._errors import ClusterUnavailable, RequestsRefused, StorageError, storage_errors
 from ._journal import Journal, Store, drop_records
+from ._limits import ensure_descriptors
 from ._lock import JobLock
 from ._nodes import NodeSpec, SlotsFrom
 from ._outcome import (
@@ -38,9 +41,19 @@ from ._outcome import (
 )
 from ._output import write_output
 from ._plan import JobPlan, prepare
-from ._progress import FailedIds, show_progress, summary_table
-from ._report import RunReport, build_report, write_json
+from ._progress import FailedIds, catch_up_progress, show_progress, summary_table
+from ._report import RunReport, ShardLine, build_report, write_json
+from ._resume_index import LOOKUP_BATCH
 from ._sampling import sampling_params
+from ._shard import (
+    JobFingerprint,
+    Shard,
+    job_fingerprint,
+    nodes_rule,
+    resolve_shard,
+    shard_nodes,
+    share_slots,
+)
 from ._signals import StopSignal
 from ._work import Work
 
@@ -54,9 +67,15 @@ def run(
     job_dir: Path | None = None,
     console: Console | None = None,
     stop: StopSignal | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Run the job described by ``cfg`` and write its files into ``run_dir``. ``job_dir``, the
     folder of the job's YAML file, is searched first for the paths the job names.
+
+    A shard (``shard=I/N``, or the job array's index in ``environ``, by default the process's
+    environment: :func:`runner._shard.resolve_shard`) runs only its items, with its own
+    journal (``<job>.shard-I-of-N.jsonl``), and writes no consolidated output: its
+    ``report.json`` says which shard it was, and ``python -m runner.merge`` builds the output.
 
     Raises:
         ConfigError: before anything is sent, when the job cannot run as configured.
@@ -66,16 +85,49 @@ def run(
     ``stop`` tells a SIGTERM from a Ctrl-C when the run is interrupted (exit 143 or 130).
     """
     console = console or Console(stderr=True)
+    shard = resolve_shard(cfg.shard, cfg.shards, os.environ if environ is None else environ)
     if cfg.job.kind is JobKind.probe:
         from ._probe import run_probe
 
-        return run_probe(cfg, run_dir, console=console)
+        return run_probe(cfg, run_dir, console=console, shard=shard)
     plan = prepare(cfg, job_dir=job_dir)
+    whole: JobFingerprint | None = None  # for a shard: the whole job's items, fingerprint
+    if shard is not None:
+        whole = job_fingerprint(plan.work())
+        plan = replace(plan, shard=shard)
     if cfg.dry_run:
-        return _dry_run(cfg, plan, plan.scan(), console)
-    store_path = Path(cfg.journal_dir) / f"{cfg.job.name}.jsonl"
-    with JobLock(store_path):  # one runner per job: a second one stops here, nothing sent
-        return _locked_run(cfg, plan, store_path, run_dir, console, stop or StopSignal())
+        return _dry_run(cfg, plan, plan.scan(), console, whole)
+    store_path = journal_path(cfg, shard)
+    with JobLock(store_path):  # one runner per job (shard): a second one stops here
+        return _locked_run(cfg, plan, store_path, run_dir, console, stop or StopSignal(), whole)
+
+
+def journal_path(cfg: RunConfig, shard: Shard | None) -> Path:
+    """The job's resume journal (the store): ``<journal_dir>/<job>.jsonl``, and for a shard
+    its own ``<job>.shard-I-of-N.jsonl`` (shards never share a journal or its lock)."""
+    name = cfg.job.name if shard is None else f"{cfg.job.name}.{shard.name}"
+    return Path(cfg.journal_dir) / f"{name}.jsonl"
+
+
+def _shard_line(
+    cfg: RunConfig, shard: Shard, items: int, whole: JobFingerprint, store_path: Path
+) -> ShardLine:
+    output = cfg.job.output
+    return ShardLine(
+        index=shard.index,
+        count=shard.count,
+        source=shard.source,
+        items=items,
+        job_items=whole.items,
+        fingerprint=whole.digest,
+        nodes="local" if cfg.cluster.kind is ClusterKind.local else cfg.shard_nodes.value,
+        journal=str(store_path),
+        output={
+            "filename": output.filename,
+            "shape": output.shape.value,
+            "key_field": output.key_field,
+        },
+    )
 
 
 def _locked_run(
@@ -85,11 +137,24 @@ def _locked_run(
     run_dir: Path,
     console: Console,
     stop: StopSignal,
+    whole: JobFingerprint | None = None,
 ) -> Outcome:
     total = plan.scan()
+    shard = plan.shard
     listed = None
     if cfg.cluster.kind is not ClusterKind.local:  # a bad node list fails before anything moves
         listed = remote_nodes(cfg.cluster, cfg.engine)  # read once: an inventory runs code
+        if shard is not None:
+            listed = shard_nodes(listed, shard, cfg.shard_nodes)
+    if shard is not None and whole is not None:
+        log.info(
+            "shard %s (%s): %d of the job's %d items; journal %s",
+            shard.label,
+            shard.source,
+            total,
+            whole.items,
+            store_path,
+        )
     with storage_errors(run_dir, "prepare the run directory"):
         run_dir.mkdir(parents=True, exist_ok=True)  # a local cluster's logs go there
     results_path = run_dir / "results.jsonl"
@@ -103,6 +168,7 @@ def _locked_run(
         on_restart=lambda name, count, why: restarts.__setitem__(name, count),
         listed=listed,
     ) as configured:
+        ensure_descriptors(_connections(configured, cfg))  # the roll call opens them all
         call = trio.run(
             partial(
                 roll_call,
@@ -118,8 +184,12 @@ def _locked_run(
         except ClusterUnavailable as exc:
             console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
             return Outcome(EXIT_UNAVAILABLE, f"{cfg.job.name}: nothing sent: {exc}")
+        if shard is not None and listed is not None and cfg.shard_nodes is ShardNodes.share:
+            nodes = share_slots(nodes, shard)  # the slots are known once the nodes said
+        ensure_descriptors(_connections(nodes, cfg))  # now with the slots the nodes said
         if cfg.resume:
-            store = Store(store_path)
+            with catch_up_progress(cfg.progress) as progress:
+                store = Store(store_path, progress=progress)
         else:  # the new results supersede the old: at most one accepted record per key
             store = None
             dropped = drop_records(store_path, {work.key for work in plan.work()})
@@ -138,15 +208,23 @@ def _locked_run(
             )
     report, failures, stopped = ended.report, ended.failures, ended.report.stopped
     interrupted, refused = ended.interrupted, ended.refused
+    if shard is not None and whole is not None:
+        report = replace(report, shard=_shard_line(cfg, shard, total, whole, store_path))
     with storage_errors(run_dir, "write report.json and the output"):
         write_json(run_dir / "report.json", report.to_json())
-        output = write_output(run_dir, results_path, cfg.job.output, items=total)
+        output = (  # a shard's part of the output is built by python -m runner.merge
+            write_output(run_dir, results_path, cfg.job.output, items=total)
+            if shard is None
+            else None
+        )
     console.print(summary_table(report))
     failed_line = failures.summary(results_path)
     if failed_line:
         console.print(failed_line, markup=False, soft_wrap=True)
     totals = report.totals
     where = f"; output: {output}" if output else ""
+    if shard is not None:
+        where = f"; shard {shard.label}: merge the shards with python -m runner.merge"
     if interrupted:
         console.print(
             f"[yellow]{stop.headline}.[/] {totals.ok} accepted results are "
@@ -171,6 +249,12 @@ def _locked_run(
         f"{totals.reused} reused, {report.wall_time_s:.1f}s, exit {code} -> {run_dir}{where}"
     )
     return Outcome(code, summary)
+
+
+def _connections(nodes: list[NodeSpec], cfg: RunConfig) -> int:
+    """Connections the engine may hold open at once: a worker's each, and a probe's."""
+    per_node = cfg.engine.max_slots if cfg.engine.adaptive else None
+    return sum((per_node or node.slots) + 1 for node in nodes)
 
 
 def _first(group: BaseExceptionGroup[StorageError]) -> StorageError:
@@ -214,14 +298,22 @@ def _engine_run(
         results.append(record)
 
     def fresh_work() -> Iterator[Work]:
+        """The plan's work without what the store holds (those records are appended to
+        ``results.jsonl`` as reused), in input order; the store is asked a batch at a time."""
         nonlocal reused
-        for work in plan.work():
-            previous = store.get(work.key) if store is not None else None
-            if previous is not None:
-                results.append(_records.reused(previous, work))
-                reused += 1
-                continue
-            yield work
+        if store is None:
+            yield from plan.work()
+            return
+        with store:
+            works = plan.work()
+            while batch := list(islice(works, LOOKUP_BATCH)):
+                previous = store.get_many([work.key for work in batch])
+                for work in batch:
+                    if work.key in previous:
+                        results.append(_records.reused(previous[work.key], work))
+                        reused += 1
+                    else:
+                        yield work
 
     engine = Engine(
         nodes,
@@ -300,14 +392,32 @@ async def _drive(
         nursery.start_soon(
             partial(show_progress, engine.snapshot, total=total, reused=reused, mode=cfg.progress)
         )
-        await engine.run(work)
+        # The items left to send: what the plan holds less what earlier runs answered
+        # (found as the work streams), for the engine's tail rule.
+        await engine.run(work, size=lambda: total - reused())
         nursery.cancel_scope.cancel()
 
 
-def _dry_run(cfg: RunConfig, plan: JobPlan, total: int, console: Console) -> Outcome:
+def _dry_run(
+    cfg: RunConfig,
+    plan: JobPlan,
+    total: int,
+    console: Console,
+    whole: JobFingerprint | None = None,
+) -> Outcome:
     nodes = remote_nodes(cfg.cluster, cfg.engine)
     console.print(f"[bold]Dry run[/] of job '{cfg.job.name}': nothing is sent.")
     console.print(f"  items: {total} from {plan.input_path}")
+    if plan.shard is not None and whole is not None:
+        is_local = cfg.cluster.kind is ClusterKind.local
+        console.print(
+            f"  shard: {plan.shard.label} ({plan.shard.source}): {total} of the job's "
+            f"{whole.items} items, journal {journal_path(cfg, plan.shard)}, "
+            f"nodes: {nodes_rule(plan.shard, cfg.shard_nodes, local=is_local)}",
+            markup=False,
+            soft_wrap=True,
+        )
+        nodes = shard_nodes(nodes, plan.shard, cfg.shard_nodes) if nodes else nodes
     console.print(
         f"  model: {cfg.model.name} (engine '{cfg.model.engine}', {cfg.model.api.value}, "
         f"{cfg.model.style.value})"

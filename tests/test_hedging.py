@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runner._hedging import hedge_candidate
+from runner._hedging import hedge_candidate, pick, rank
 from runner._nodes import NodeSpec, NodeState
 
 
@@ -58,3 +58,23 @@ def test_a_node_with_no_latency_yet_uses_the_clusters_typical_one() -> None:
     nodes = _nodes(new=None, slow=10.0, fast=1.0)
     item = Item({"slow": (None, 0.0)})
     assert hedge_candidate(nodes["new"], nodes, [item], now=0.5) is item
+
+
+def test_one_ranking_serves_every_idle_node_and_passes_over_items_copied_since() -> None:
+    nodes = _nodes(a=1.0, b=1.0, slow=10.0, slower=20.0)
+    on_slow = Item({"slow": (None, 0.0)})
+    on_slower = Item({"slower": (None, 0.0)})
+    ranking = rank(nodes, [on_slow, on_slower], now=1.0)
+    assert [task for _, task in ranking.entries] == [on_slower, on_slow]  # most time left first
+    first = pick(nodes["a"], ranking)
+    assert first is on_slower
+    on_slower.running["a"] = (None, 1.0)  # the engine sends the copy
+    assert pick(nodes["b"], ranking) is on_slow
+    on_slow.running["b"] = (None, 1.0)
+    assert pick(nodes["a"], ranking) is None
+
+
+def test_a_ranking_gives_nothing_to_a_node_too_slow_to_gain() -> None:
+    nodes = _nodes(slow=10.0, slowish=8.0)
+    ranking = rank(nodes, [Item({"slow": (None, 0.0)})], now=1.0)  # 9 s left
+    assert pick(nodes["slowish"], ranking) is None  # 8 s x 1.25 does not beat 9 s
