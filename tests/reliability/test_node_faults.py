@@ -73,8 +73,10 @@ def test_a_frozen_node_is_abandoned_after_the_stall_timeout(
     frozen = cluster.add("frozen", behaviour={"chunk_delay": 0.05})
     cluster.add("healthy", behaviour=STEADY)
     process = job.start("run", *cluster.overrides(), *FAST_ENGINE)
-    # Freeze it while it streams an answer: the runner sees no byte for stall_timeout.
-    assert wait_for(lambda: item_requests(frozen) >= 3, timeout=30)
+    # Freeze it while it streams its first answer: the runner sees no byte for
+    # stall_timeout. (Not later: a node ten times slower than the other is left few items
+    # of a 40-item run by the tail rule once its pace is known.)
+    assert wait_for(lambda: item_requests(frozen) >= 1, timeout=30)
     frozen.signal(signal.SIGSTOP)
     started = time.monotonic()
     try:
