@@ -24,7 +24,7 @@ EVERYWHERE = ("_errors", "_config")
 """Modules every stage imports: their arrows are not drawn."""
 
 STAGES: dict[str, tuple[str, ...]] = {
-    "entry": ("__main__", "_run", "_help", "_signals", "_outcome", "merge"),
+    "entry": ("__main__", "_run", "_help", "_signals", "_limits", "_outcome", "merge"),
     "config": ("_config", "_checks", "_paths", "_errors"),
     "plan": ("_plan", "_inputs", "_templates", "_sampling", "_request", "_repeats", "_shard"),
     "cluster": ("_cluster", "_inventory", "_local", "_probe", "_nodes"),
