@@ -27,15 +27,12 @@ def test_a_second_runner_on_the_same_job_exits_2_naming_the_journal_and_the_pid(
         assert wait_for(
             lambda: len(read_jsonl(job.run_dir("first") / "results.jsonl")) >= 2, timeout=30
         )
-        sent_before = len(node.requests())
         second = job.run("second", *overrides, timeout=30)
-        sent_during = len(node.requests()) - sent_before
         assert second.returncode == 2, second.stderr[-2000:]
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, lines
         assert str(job.store) in lines[0] and f"pid {first.pid}" in lines[0], lines[0]
         assert not (job.run_dir("second") / "results.jsonl").exists()
-        assert sent_during <= 2 * 2  # only the first runner's own slots moved on meanwhile
         node.control(chunk_delay=0.0)
         _, err = first.communicate(timeout=60)
     finally:
@@ -43,7 +40,8 @@ def test_a_second_runner_on_the_same_job_exits_2_naming_the_journal_and_the_pid(
     assert first.returncode == 0, err[-2000:]
     tally = check_run(job, "first", sent=cluster.item_requests())
     assert (tally.ok, tally.duplicated) == (40, 0)
-    assert max(cluster.item_requests().values()) == 1  # no item was sent twice
+    # The second runner sent nothing: any item it had sent, the first sent as well.
+    assert max(cluster.item_requests().values()) == 1
     ledger.add("kill", "a second runner on the same job", exit=2, **tally.row())
 
 
