@@ -29,6 +29,13 @@ fi
 apt-get install -y -qq --no-install-recommends \
   openssh-server openssh-client iproute2 iptables curl ca-certificates \
   util-linux procps python3 python3-venv libgomp1 "$microhttpd" nginx-light >/dev/null
+# A headless Chromium: the tests load report.html in a real browser (tests/_browser.py).
+# Debian ships the headless shell alone; elsewhere the full browser does the same.
+if apt-cache show chromium-headless-shell >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null
+else
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 # libgomp1: OpenMP runtime of the xllamacpp wheel (the lab hosts share these packages).
 # nginx-light: the llm-swarm-style baseline of the benchmarks (bench/_nginx.py, smoke tests).
 

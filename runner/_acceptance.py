@@ -4,10 +4,13 @@ A text job keeps any answer; a JSON job reads the answer with the JSON ladder an
 against the job's schema; with ``job.truncated=reject`` either refuses answers cut off by
 ``max_tokens`` that it could not take as they came. A refused answer raises
 :class:`~runner._errors.AnswerError`, so the engine tries the item again with the next seed.
+With ``job.candidates`` > 1 a request brings several answers: :func:`first_passing` keeps
+the first the job's acceptor takes, and raises only when it takes none.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ._errors import AnswerError
@@ -47,5 +50,36 @@ def refusing_truncated(acceptor: Acceptor) -> Acceptor:
                 "refused by job.truncated=reject"
             )
         return accepted
+
+    return accept
+
+
+def first_passing(acceptor: Acceptor) -> Acceptor:
+    """``acceptor``, applied to each of a completion's answers (``Completion.texts``, one per
+    candidate of ``n``) in order: the first it takes is kept, marked with its index and why
+    each before it was refused. Each answer is judged with its own ``finish_reason`` when the
+    node says one per answer (OpenAI), else with the request's (TextSynth: ``length`` if any
+    hit ``max_tokens``). When every answer is refused it raises
+    :class:`~runner._errors.AnswerError` naming each reason, so the item is tried again with
+    the next seed."""
+
+    def accept(completion: Completion) -> Accepted:
+        texts = completion.texts or (completion.text,)
+        if len(texts) == 1:
+            return acceptor(completion)
+        errors: list[str] = []
+        for index, text in enumerate(texts):
+            reasons = completion.finish_reasons
+            reason = reasons[index] if index < len(reasons) else completion.finish_reason
+            one = replace(completion, text=text, texts=(text,), finish_reason=reason)
+            try:
+                accepted = acceptor(one)
+            except AnswerError as exc:
+                errors.append(f"candidate {index}: {' '.join(str(exc).split())}")
+                continue
+            return replace(accepted, candidate=index, candidate_errors=tuple(errors))
+        raise AnswerError(
+            f"all {len(texts)} candidates refused: {'; '.join(errors)}", reasons=errors
+        )
 
     return accept

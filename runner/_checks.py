@@ -18,9 +18,18 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from ._config import ClusterKind, JobKind, RunConfig
+from ._choice import check_job as check_choice_job
+from ._config import (
+    MAX_CANDIDATES,
+    AnswerFormat,
+    ClusterKind,
+    JobKind,
+    OutputFormat,
+    RunConfig,
+)
 from ._errors import ConfigError
 from ._shard import parse_shard
+from ._table import require_parquet
 
 # key → minimum, for numbers that must be positive: a minimum of 0 means greater than 0 (the
 # durations), any other is the smallest value allowed (the counts); an unset key is skipped
@@ -124,6 +133,15 @@ def check(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must not be negative, got {value}")
     if cfg.job.max_tokens is not None and cfg.job.max_tokens < 1:
         raise ConfigError(f"job.max_tokens must be at least 1, got {cfg.job.max_tokens}")
+    if not 1 <= cfg.job.candidates <= MAX_CANDIDATES:
+        raise ConfigError(
+            f"job.candidates must be in 1..{MAX_CANDIDATES}, got {cfg.job.candidates}"
+        )
+    if cfg.job.candidates > 1 and cfg.job.answer is not AnswerFormat.json:
+        raise ConfigError(
+            f"job.candidates: only json jobs choose among candidates, got "
+            f"{cfg.job.candidates} for job.answer={cfg.job.answer.value}"
+        )
     if cfg.job.temperature is not None and cfg.job.temperature < 0:
         raise ConfigError(f"job.temperature must not be negative, got {cfg.job.temperature}")
     if cfg.model.temperature < 0:
@@ -144,7 +162,10 @@ def check(cfg: RunConfig) -> None:
                 f"{key} must be a plain file name (letters, digits, '_', '-' and '.', not "
                 f"starting with '.', at most 200 characters), got {name!r}"
             )
+    if cfg.job.output.format is OutputFormat.parquet:
+        require_parquet()  # a one-line error naming the extra, before anything is sent
     if cfg.shard is not None:
         parse_shard(cfg.shard)  # the environment's shard is checked when the run starts
-    if cfg.job.kind is JobKind.generate and not cfg.job.input.path:
+    check_choice_job(cfg.job, api=cfg.model.api)
+    if cfg.job.kind in (JobKind.generate, JobKind.batch) and not cfg.job.input.path:
         raise ConfigError(f"job '{cfg.job.name}': job.input.path is required")

@@ -46,7 +46,7 @@ from ._errors import (
     TransportError,
 )
 from ._nodes import NodeSpec
-from ._request import Api, Completion, GenerationRequest, Style
+from ._request import Api, Completion, GenerationRequest, LabelScore, Style
 
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body read before giving up on the rest
 PROBE_PROMPT = "Hello"
@@ -245,7 +245,15 @@ class NodeClient:
             NodeBusy: 503 or 429 with ``Retry-After``.
             ServerError: another HTTP status than 200.
             ProtocolError: the answer is not a valid answer of the protocol.
+
+        A request for several answers (``n`` > 1, ``job.candidates``) is sent unstreamed
+        whatever ``stream`` says: the open node refuses ``stream`` with ``n`` > 1, and
+        ts_server's streaming of several answers is unconfirmed. It is bounded by the
+        caller's ``request_timeout`` alone (no stall check).
         """
+        if request.choices is not None:  # a choice job: scored, not generated
+            return await self._score(request)
+        stream = stream and (request.params.get("n") or 1) == 1
         path, body = self._wire.build(request, stream=stream)
         with self._key_hidden():
             decoder = self._wire.StreamDecoder(node=self.name) if stream else None
@@ -260,6 +268,32 @@ class NodeClient:
                 else decoder.finish()
             )
             return completion
+
+    async def _score(self, request: GenerationRequest) -> Completion:
+        """A choice job's attempt: one ``logprob`` request per label, one after the other on
+        this node (a failed one fails the attempt, like any node failure). Nothing is
+        generated: the answer carries the scores, no text; ``input_tokens`` is the sum of
+        what the node read for every label."""
+        assert request.choices is not None
+        build = getattr(self._wire, "build_logprob", None)
+        if build is None:  # refused at start-up (runner/_choice.check_job)
+            raise ConfigError(f"node {self.name}: {self.api.value} nodes cannot score choices")
+        scores: list[LabelScore] = []
+        with self._key_hidden():
+            for label in request.choices.labels:
+                path, body = build(request, label)
+                reply = await self._exchange("POST", path, body)
+                if reply.status != 200:
+                    self._raise_status(reply)
+                scores.append(
+                    self._wire.parse_logprob(reply.status, reply.body, label=label, node=self.name)
+                )
+        read = [score.input_tokens for score in scores]
+        return Completion(
+            text="",
+            input_tokens=None if None in read else sum(t for t in read if t is not None),
+            scores=tuple(scores),
+        )
 
     async def facts(self, engine: str) -> NodeFacts:
         """What the node says of itself for ``engine``: the protocol's ``FACTS_PATHS`` are

@@ -13,7 +13,7 @@ from enum import Enum
 
 from omegaconf import MISSING
 
-from ._request import Api, Style
+from ._request import Api, ChoiceNormalise, Style
 
 
 class ClusterKind(Enum):
@@ -41,6 +41,7 @@ class InputFormat(Enum):
 class AnswerFormat(Enum):
     text = "text"
     json = "json"
+    choice = "choice"  # no generation: the likeliest of given labels (runner/_choice.py)
 
 
 class Truncated(Enum):
@@ -53,12 +54,24 @@ class Truncated(Enum):
 class JobKind(Enum):
     generate = "generate"  # render a prompt per item and gather the answers
     probe = "probe"  # send every node a short real request and report
+    batch = "batch"  # run an OpenAI Batch input file (runner/_batch.py)
+
+
+MAX_CANDIDATES = 16  # the most answers one request may ask for (TextSynth's ``n``: 1..16)
 
 
 class OutputShape(Enum):
     list = "list"  # a JSON list of answers, in input order
     mapping = "mapping"  # a JSON object: the item's ``key_field`` → answer
     none = "none"  # no consolidated file; results.jsonl only
+
+
+class OutputFormat(Enum):
+    """The consolidated output file's format (runner/_output.py, runner/_table.py)."""
+
+    json = "json"  # the answers as one JSON list or object, as ``shape`` says
+    csv = "csv"  # a table: one row per input item, its record flattened into columns
+    parquet = "parquet"  # the same table as parquet (needs pyarrow: the parquet extra)
 
 
 class ShardNodes(Enum):
@@ -202,11 +215,14 @@ class OutputConfig:
             mapping (key → answer) or none.
         key_field: for mapping: the input field whose values are the keys (unique, checked
             before the run); null → the item ids.
+        format: json (as shape says), or csv or parquet: a table of one row per input item
+            (a filename ending in .json gets .csv or .parquet instead).
     """
 
     filename: str | None = None
     shape: OutputShape = OutputShape.list
     key_field: str | None = None
+    format: OutputFormat = OutputFormat.json
 
 
 @dataclass
@@ -216,20 +232,34 @@ class JobConfig:
 
     Attributes:
         name: names the output files and the journal.
-        kind: generate (a prompt per item), or probe (the node check).
+        kind: generate (a prompt per item), probe (the node check), or batch (an OpenAI
+            Batch input file: docs/batch.md).
         template: a Jinja2 file; relative: beside the job's file, the current directory,
             then prompts_dir.
         system: a system prompt (Jinja2 text), chat models only.
         input: the input file.
-        answer: text, or json (parsed, repaired, validated against schema).
+        answer: text, json (parsed, repaired, validated against schema), or choice (no
+            generation: each label scored after the prompt, the likeliest kept).
         schema: a JSON Schema file for one answer (json jobs); looked up like template.
+        choices: the labels of a choice job (at least 2, unique, non-empty).
+        choice_field: instead of choices: the input field holding each item's labels (a
+            list in JSONL, 'a|b|c' text in CSV or lines).
+        choice_prefix: put between the prompt and each label (choice jobs).
+        choice_normalise: a label's score: none (its summed log-probability) or tokens
+            (divided by its token count).
         max_tokens: overrides the model's max_tokens.
         temperature: overrides the model's temperature.
         stop: overrides the model's stop strings.
-        seed: base seed: content retry k of an item is sent with seed + k.
+        seed: base seed: content retry k of an item is sent with seed + k (seed + k *
+            candidates with several candidates, so no seed is asked for twice).
+        candidates: answers asked for in one request (``n``, 1..16; json jobs): the first
+            that passes the JSON ladder and the schema is kept, and when none does the item
+            is retried with the next seed.
         truncated: answers cut off by max_tokens: repair (keep them, JSON repaired) or
             reject (a content failure, retried with the next seed).
         output: the consolidated output.
+        metadata: input fields copied untouched into each result record as ``metadata``
+            (every item must have them).
     """
 
     name: str = MISSING
@@ -239,12 +269,18 @@ class JobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     answer: AnswerFormat = AnswerFormat.text
     schema: str | None = None
+    choices: list[str] | None = None
+    choice_field: str | None = None
+    choice_prefix: str = " "
+    choice_normalise: ChoiceNormalise = ChoiceNormalise.none
     max_tokens: int | None = None
     temperature: float | None = None
     stop: list[str] | None = None
     seed: int = 1
+    candidates: int = 1
     truncated: Truncated = Truncated.repair
     output: OutputConfig = field(default_factory=OutputConfig)
+    metadata: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -88,7 +88,10 @@ class _Task:
 
     @property
     def seed(self) -> int:
-        return (self.work.request.seed or 0) + self.content_attempts
+        # A request for n answers uses seeds seed .. seed+n-1 (the open node's rule), so a
+        # content retry moves on by n: no answer is asked for twice with the same seed.
+        step = self.work.request.params.get("n") or 1
+        return (self.work.request.seed or 0) + self.content_attempts * step
 
 
 @dataclass
@@ -458,6 +461,8 @@ class Engine:
                 task.work,
                 answer=accepted.answer,
                 step=accepted.step,
+                candidate=accepted.candidate,
+                candidate_errors=accepted.candidate_errors,
                 completion=completion,
                 node=node.name,
                 seed=seed,

@@ -264,3 +264,17 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return " ".join(str(exc).split())
+
+
+def item_metadata(data: dict[str, Any], fields: list[str], *, where: str) -> dict[str, Any] | None:
+    """The fields ``job.metadata`` names, copied untouched from an item (``None``: no fields).
+
+    Raises:
+        ConfigError: ``where`` (``file:line``) and the field the item lacks.
+    """
+    if not fields:
+        return None
+    missing = next((name for name in fields if name not in data), None)
+    if missing is not None:
+        raise ConfigError(f"{where}: no field {missing!r} (job.metadata) in this item")
+    return {name: data[name] for name in fields}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ._config import OutputConfig, OutputShape
+from ._config import OutputConfig, OutputFormat, OutputShape
 from ._errors import ConfigError, storage_errors
 from ._files import replace_file
 from ._journal import read_records
@@ -286,6 +286,7 @@ def write_merge(merge: Merge, out: Path) -> Path | None:
             filename=first.output.get("filename"),
             shape=OutputShape(first.output.get("shape") or "none"),
             key_field=first.output.get("key_field"),
+            format=OutputFormat(first.output.get("format") or "json"),  # older shards: json
         )
         written = write_output(out, results, output, items=first.job_items)
         write_json(out / "report.json", merged_report(merge))

@@ -76,6 +76,8 @@ def build(
     Returns:
         ``(path, body)``, the path relative to the node's base URL.
     """
+    if request.body is not None:
+        return _passthrough(request, stream=stream)
     body: dict[str, Any] = {"model": request.engine}
     if request.style is Style.chat:
         path = "/v1/chat/completions"
@@ -100,6 +102,22 @@ def build(
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    return path, body
+
+
+def _passthrough(request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
+    """An OpenAI Batch line's body as it is (:mod:`runner._batch`), but for ``model`` (the
+    cluster's), ``seed`` (the attempt's) and streaming (the engine's choice)."""
+    path = "/v1/chat/completions" if request.style is Style.chat else "/v1/completions"
+    body: dict[str, Any] = {**(request.body or {}), "model": request.engine}
+    body.pop("stream_options", None)
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    else:
+        body.pop("stream", None)
     return path, body
 
 
@@ -134,6 +152,7 @@ def parse(status: int, body: bytes, *, node: str) -> Completion:
         input_tokens=prompt_tokens,
         output_tokens=completion_tokens,
         finish_reason=reasons[0],
+        finish_reasons=tuple(reasons),
     )
 
 
@@ -236,6 +255,7 @@ class StreamDecoder:
             input_tokens=self._usage[0],
             output_tokens=self._usage[1],
             finish_reason=self._reasons[indexes[0]],
+            finish_reasons=tuple(self._reasons[i] for i in indexes),
         )
 
     def _line(self, line: bytes) -> None:

@@ -27,11 +27,12 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ._config import OutputConfig, OutputShape
+from ._config import OutputConfig, OutputFormat, OutputShape
 from ._errors import ConfigError
 from ._files import replace_file
 from ._journal import read_records
 from ._repeats import first_repeat
+from ._table import write_table
 
 if TYPE_CHECKING:
     from ._inputs import Item
@@ -45,16 +46,33 @@ def write_output(run_dir: Path, results: Path, output: OutputConfig, *, items: i
 
     ``items`` is the job's item count: a ``list`` has that many entries, and records with an
     index beyond it are not this run's. The file is replaced atomically: a reader sees the
-    old file or the new one.
+    old file or the new one. With ``output.format`` csv or parquet it is a table of one row
+    per item instead (:mod:`runner._table`), named by :func:`output_filename`.
     """
-    if output.shape is OutputShape.none or not output.filename:
+    filename = output_filename(output)
+    if filename is None:
         return None
-    path = run_dir / output.filename
+    path = run_dir / filename
+    if output.format is not OutputFormat.json:
+        write_table(path, results, output.format, items=items)
+        return path
     with replace_file(path) as out:
         _write(
             out, entries(results, output, items=items), mapping=output.shape is OutputShape.mapping
         )
     return path
+
+
+def output_filename(output: OutputConfig) -> str | None:
+    """The output file's name in the run directory, ``None`` without one: ``filename`` as it
+    is, except that for csv and parquet a ``.json`` ending becomes ``.csv`` or ``.parquet``
+    (so a job's ``movie_details.json`` is ``movie_details.csv`` with ``format=csv``)."""
+    if output.shape is OutputShape.none or not output.filename:
+        return None
+    name = output.filename
+    if output.format is not OutputFormat.json and name.lower().endswith(".json"):
+        name = f"{name[: -len('.json')]}.{output.format.value}"
+    return name
 
 
 def consolidate(

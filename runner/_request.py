@@ -29,6 +29,33 @@ class Api(Enum):
     openai = "openai"
 
 
+class ChoiceNormalise(Enum):
+    """How a choice job turns each label's log-probability into its score (runner/_choice.py)."""
+
+    none = "none"  # the summed log-probability of the label's tokens
+    tokens = "tokens"  # that sum divided by the label's token count
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A scoring request's labels: each is scored as a continuation of the prompt.
+
+    Attributes:
+        labels: the labels, at least two, unique, in the job's order.
+        prefix: put before each label in its continuation (``" "``: ``"... is" + " drama"``).
+        normalise: how the node's log-probabilities become scores; not sent, but it shapes
+            the answer, so it is part of the resume key.
+    """
+
+    labels: tuple[str, ...]
+    prefix: str = " "
+    normalise: ChoiceNormalise = ChoiceNormalise.none
+
+    def continuation(self, label: str) -> str:
+        """The text scored after the prompt for ``label``."""
+        return self.prefix + label
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One generation asked of a node.
@@ -44,6 +71,13 @@ class GenerationRequest:
             ``top_k``, ``top_p``, ``stop``, ``n``, penalties...). ``None`` values are omitted.
         schema: a JSON Schema to constrain decoding with, when the backend supports it.
         seed: the RNG seed sent with this attempt.
+        messages: a whole chat (user and assistant turns, alternating, ending with the
+            user's; ``prompt`` is its last turn), when there is more than one turn: an
+            OpenAI Batch line (:mod:`runner._batch`).
+        body: an OpenAI request body sent as it is to OpenAI-compatible nodes (``model``
+            replaced by ``engine``): an OpenAI Batch line.
+        choices: set for a choice job: nothing is generated; the node scores each label
+            after ``prompt`` (raw text, whatever the style) and answers with the scores.
     """
 
     api: Api
@@ -54,6 +88,9 @@ class GenerationRequest:
     params: dict[str, Any] = field(default_factory=dict)
     schema: dict[str, Any] | None = None
     seed: int | None = None
+    messages: tuple[str, ...] | None = None
+    body: dict[str, Any] | None = None
+    choices: Choices | None = None
 
     def with_seed(self, seed: int) -> GenerationRequest:
         """The same request with another seed (a content retry)."""
@@ -65,7 +102,7 @@ class GenerationRequest:
         Two requests with the same key ask for the same work, so an accepted result for one
         can be reused for the other.
         """
-        payload = {
+        payload: dict[str, Any] = {
             "api": self.api.value,
             "style": self.style.value,
             "engine": self.engine,
@@ -74,6 +111,17 @@ class GenerationRequest:
             "params": {k: v for k, v in sorted(self.params.items()) if v is not None},
             "schema": self.schema,
         }
+        # only when set, so the keys of every other request stay what they were
+        if self.messages is not None:
+            payload["messages"] = list(self.messages)
+        if self.body is not None:
+            payload["body"] = self.body
+        if self.choices is not None:
+            payload["choices"] = {
+                "labels": list(self.choices.labels),
+                "prefix": self.choices.prefix,
+                "normalise": self.choices.normalise.value,
+            }
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -86,9 +134,13 @@ class Completion:
         text: the generated text (the first one when several were asked for).
         texts: every generated text (``n`` > 1); ``[text]`` otherwise.
         input_tokens: prompt tokens, when the node reports them.
-        output_tokens: generated tokens, when the node reports them.
+        output_tokens: generated tokens, when the node reports them (every text's, summed).
         truncated_prompt: the node dropped the beginning of the prompt.
-        finish_reason: ``stop``, ``length``... when the node reports it.
+        finish_reason: ``stop``, ``length``... when the node reports it (the first text's;
+            the open TextSynth node says ``length`` if any of the ``n`` texts hit max_tokens).
+        finish_reasons: one per text, when the node reports each (OpenAI's choices);
+            ``()`` otherwise.
+        scores: a scoring request's answer: one per label, in the labels' order.
     """
 
     text: str
@@ -97,3 +149,24 @@ class Completion:
     output_tokens: int | None = None
     truncated_prompt: bool = False
     finish_reason: str | None = None
+    finish_reasons: tuple[str | None, ...] = ()
+    scores: tuple[LabelScore, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """How likely a node finds one label after the prompt (TextSynth ``/logprob``).
+
+    Attributes:
+        label: the label.
+        logprob: the summed log-probability of its continuation's tokens.
+        num_tokens: how many tokens the continuation has.
+        is_greedy: greedy decoding would produce the continuation.
+        input_tokens: tokens the node read (context and continuation), when it says.
+    """
+
+    label: str
+    logprob: float
+    num_tokens: int
+    is_greedy: bool = False
+    input_tokens: int | None = None

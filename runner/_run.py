@@ -24,11 +24,14 @@ import trio
 from rich.console import Console
 
 from . import _records
+from ._batch_output import FILES as BATCH_FILES
+from ._batch_output import write_batch_files
 from ._cluster import answering_nodes, describe_slots, remote_nodes, roll_call, started_nodes
 from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
 from ._engine import Engine
 from ._errors import ClusterUnavailable, RequestsRefused, StorageError, storage_errors
 from ._journal import Journal, Store, drop_records
+from ._latest import link_latest
 from ._limits import ensure_descriptors
 from ._lock import JobLock
 from ._nodes import NodeSpec, SlotsFrom
@@ -39,10 +42,12 @@ from ._outcome import (
     EXIT_UNAVAILABLE,
     Outcome,
 )
-from ._output import write_output
-from ._plan import JobPlan, prepare
+from ._output import output_filename, write_output
+from ._plan import Plan, prepare
 from ._progress import FailedIds, catch_up_progress, show_progress, summary_table
 from ._report import RunReport, ShardLine, build_report, write_json
+from ._report_page import FILES as PAGE_FILES
+from ._report_page import trace_line, write_report_page
 from ._resume_index import LOOKUP_BATCH
 from ._sampling import sampling_params
 from ._shard import (
@@ -126,13 +131,14 @@ def _shard_line(
             "filename": output.filename,
             "shape": output.shape.value,
             "key_field": output.key_field,
+            "format": output.format.value,
         },
     )
 
 
 def _locked_run(
     cfg: RunConfig,
-    plan: JobPlan,
+    plan: Plan,
     store_path: Path,
     run_dir: Path,
     console: Console,
@@ -157,6 +163,7 @@ def _locked_run(
         )
     with storage_errors(run_dir, "prepare the run directory"):
         run_dir.mkdir(parents=True, exist_ok=True)  # a local cluster's logs go there
+    link_latest(run_dir)  # outputs/runs/latest_<job> → this run (runner/_latest.py)
     results_path = run_dir / "results.jsonl"
     started = time.monotonic()
     restarts: dict[str, int] = {}
@@ -196,15 +203,26 @@ def _locked_run(
             if dropped:
                 log.info("resume=false: %d earlier results of this work were dropped", dropped)
         with storage_errors(run_dir, "prepare the run directory"):
-            earlier = _set_aside_earlier_run(run_dir, cfg.job.output.filename)
+            earlier = _set_aside_earlier_run(run_dir, output_filename(cfg.job.output))
         if earlier is not None:
             log.info("the run directory held an earlier run: its files were moved to %s", earlier)
         with (
             Journal(store_path, fsync=cfg.engine.journal_fsync) as store_journal,
             Journal(results_path, fsync=cfg.engine.journal_fsync) as results,
+            Journal(run_dir / "requests.jsonl") as requests,  # for report.html
         ):
             ended = _engine_run(
-                cfg, plan, nodes, store, store_journal, results, total, started, restarts, stop
+                cfg,
+                plan,
+                nodes,
+                store,
+                store_journal,
+                results,
+                total,
+                started,
+                restarts,
+                stop,
+                requests=requests,
             )
     report, failures, stopped = ended.report, ended.failures, ended.report.stopped
     interrupted, refused = ended.interrupted, ended.refused
@@ -212,11 +230,14 @@ def _locked_run(
         report = replace(report, shard=_shard_line(cfg, shard, total, whole, store_path))
     with storage_errors(run_dir, "write report.json and the output"):
         write_json(run_dir / "report.json", report.to_json())
+        write_report_page(run_dir, report)
         output = (  # a shard's part of the output is built by python -m runner.merge
             write_output(run_dir, results_path, cfg.job.output, items=total)
             if shard is None
             else None
         )
+        if shard is None and cfg.job.kind is JobKind.batch:
+            output = write_batch_files(run_dir, results_path, plan.work())
     console.print(summary_table(report))
     failed_line = failures.summary(results_path)
     if failed_line:
@@ -275,7 +296,7 @@ class _Ended:
 
 def _engine_run(
     cfg: RunConfig,
-    plan: JobPlan,
+    plan: Plan,
     nodes: list[NodeSpec],
     store: Store | None,
     store_journal: Journal,
@@ -284,8 +305,11 @@ def _engine_run(
     started: float,
     restarts: dict[str, int],
     stop: StopSignal,
+    *,
+    requests: Journal | None = None,
 ) -> _Ended:
-    """Run the engine over the plan's fresh work, journaling each result as it arrives."""
+    """Run the engine over the plan's fresh work, journaling each result as it arrives
+    (and each request's trace into ``requests``, for report.html)."""
     reused = 0
     failures = FailedIds()
     results_path = results.path
@@ -323,6 +347,7 @@ def _engine_run(
         engine_id=cfg.model.engine,
         acceptor=plan.acceptor,
         on_result=on_result,
+        on_request=None if requests is None else lambda t: requests.append(trace_line(t)),
     )
     log.info(
         "%s: %d items over %d nodes: %s; results in %s",
@@ -369,7 +394,7 @@ def _set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:
     the earlier one is overwritten. Returns where they went, if anywhere."""
     present = [
         run_dir / name
-        for name in ("results.jsonl", "report.json", output)
+        for name in ("results.jsonl", "report.json", *PAGE_FILES, output, *BATCH_FILES)
         if name and (run_dir / name).exists()
     ]
     if not present:
@@ -400,7 +425,7 @@ async def _drive(
 
 def _dry_run(
     cfg: RunConfig,
-    plan: JobPlan,
+    plan: Plan,
     total: int,
     console: Console,
     whole: JobFingerprint | None = None,
@@ -438,4 +463,6 @@ def _dry_run(
         if work.request.system:
             console.print(f"  [system] {work.request.system}", markup=False)
         console.print(work.request.prompt, markup=False)
+        if work.request.choices is not None:  # a choice job: scored, not generated
+            console.print(f"  [labels] {', '.join(work.request.choices.labels)}", markup=False)
     return Outcome(EXIT_OK, f"{cfg.job.name}: dry run, {total} items, nothing sent")

@@ -19,4 +19,6 @@ def sampling_params(model: ModelConfig, job: JobConfig) -> dict[str, Any]:
     stop = job.stop if job.stop is not None else model.stop
     if stop:
         params["stop"] = list(stop)
+    if job.candidates > 1:  # absent for 1, so the resume keys of one-answer jobs stay as they were
+        params["n"] = job.candidates
     return {k: v for k, v in params.items() if v is not None}

@@ -13,12 +13,13 @@ counts.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import quote
 
 from ._errors import ProtocolError
-from ._request import Completion, GenerationRequest, Style
+from ._request import Completion, GenerationRequest, LabelScore, Style
 from ._wire import (
     StreamFrames,
     engine_ids,
@@ -49,7 +50,7 @@ def build(request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, A
     body: dict[str, Any] = {k: v for k, v in request.params.items() if v is not None}
     if request.style is Style.chat:
         path = f"/v1/engines/{engine}/chat"
-        body["messages"] = [request.prompt]
+        body["messages"] = list(request.messages or (request.prompt,))
         if request.system is not None:
             body["system"] = request.system
     else:
@@ -80,6 +81,47 @@ def parse(status: int, body: bytes, *, node: str) -> Completion:
     obj = json_object(body, node=node, raw=raw, null_error=True)
     texts = _texts(obj.get("text"), node=node, raw=raw)
     return _completion(obj, texts, node=node, raw=raw)
+
+
+def build_logprob(request: GenerationRequest, label: str) -> tuple[str, dict[str, Any]]:
+    """The URL path and JSON body scoring ``label`` after ``request.prompt`` (a choice job):
+    the prompt is the raw ``context`` whatever the style (no chat template), the
+    continuation is the request's ``choices.continuation(label)``."""
+    assert request.choices is not None, "a scoring request has choices"
+    engine = quote(request.engine, safe="")
+    body = {"context": request.prompt, "continuation": request.choices.continuation(label)}
+    return f"/v1/engines/{engine}/logprob", body
+
+
+def parse_logprob(status: int, body: bytes, *, label: str, node: str) -> LabelScore:
+    """Read a ``logprob`` answer: ``logprob`` (a finite number), ``num_tokens`` (a whole
+    number, at least 1), ``is_greedy`` and ``input_tokens`` (optional).
+
+    Raises:
+        ServerError: the status is not 200.
+        ProtocolError: the body is not such an answer.
+    """
+    if status != 200:
+        raise server_error(status, body, node=node, null_error=True)
+    raw = raw_body(body)
+    obj = json_object(body, node=node, raw=raw, null_error=True)
+    logprob: Any = obj.get("logprob")
+    number = isinstance(logprob, int | float) and not isinstance(logprob, bool)
+    if not number or not math.isfinite(logprob):
+        raise ProtocolError(
+            f"logprob: expected a finite number, got {kind_of(logprob)}", node=node, body=raw
+        )
+    num_tokens = whole_count(obj.get("num_tokens"))
+    if num_tokens is None:
+        raise ProtocolError("num_tokens: expected a whole number >= 1", node=node, body=raw)
+    greedy = obj.get("is_greedy", False)
+    return LabelScore(
+        label=label,
+        logprob=float(logprob),
+        num_tokens=num_tokens,
+        is_greedy=greedy is True,
+        input_tokens=whole_count(obj.get("input_tokens")),
+    )
 
 
 ENGINES_PATH = "/v1/engines"  # served by our node; ts_server has no listing (404)

@@ -23,6 +23,7 @@ class Work:
         input: the input fields (written back into its record).
         request: the request to send, carrying the item's base seed.
         key: ``request.key()``, the resume key.
+        metadata: fields carried untouched into its record (``job.metadata``), or None.
     """
 
     id: str
@@ -30,14 +31,24 @@ class Work:
     input: dict[str, Any]
     request: GenerationRequest
     key: str
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Accepted:
-    """An answer that passed the job's checks: the value to keep and how it was obtained."""
+    """An answer that passed the job's checks: the value to keep and how it was obtained.
+
+    Attributes:
+        answer: the value to keep.
+        step: the JSON ladder step (strict / extracted / repaired); ``None`` for text.
+        candidate: which of the request's answers (``n`` > 1) it is, 0-based.
+        candidate_errors: why each answer before it was refused, one line each.
+    """
 
     answer: Any
-    step: str | None = None  # the JSON ladder step (strict / extracted / repaired)
+    step: str | None = None
+    candidate: int = 0
+    candidate_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,22 @@ def test_movie_details_results_and_report_follow_the_contract(
     assert all(n["requests"] > 0 and n["tokens_per_s"] > 0 for n in nodes.values()), nodes
 
 
+def test_the_run_directory_holds_a_report_page_that_loads_in_a_browser(
+    details_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    from tests._browser import distinct_colours, load
+
+    tmp, proc = details_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp / "run" / "report.json").read_text())
+    traces = read_jsonl(tmp / "run" / "requests.jsonl")
+    assert len(traces) == report["totals"]["requests_sent"]
+    assert {t["node"] for t in traces} == set(report["nodes"])
+    shot = tmp / "report.png"
+    assert load(tmp / "run" / "report.html", shot) == []
+    assert distinct_colours(shot) > 8
+
+
 def test_rerunning_the_same_command_reuses_every_result(
     details_run: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:

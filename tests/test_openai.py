@@ -150,12 +150,19 @@ CHAT = {
         (
             CHAT,
             Completion(
-                text="Heat", texts=("Heat",), input_tokens=12, output_tokens=2, finish_reason="stop"
+                text="Heat",
+                texts=("Heat",),
+                input_tokens=12,
+                output_tokens=2,
+                finish_reason="stop",
+                finish_reasons=("stop",),
             ),
         ),
         (
             {"choices": [{"text": " upon", "finish_reason": "length", "index": 0}]},
-            Completion(text=" upon", texts=(" upon",), finish_reason="length"),
+            Completion(
+                text=" upon", texts=(" upon",), finish_reason="length", finish_reasons=("length",)
+            ),
         ),
         (
             {
@@ -164,11 +171,16 @@ CHAT = {
                     {"index": 0, "text": "a", "finish_reason": "length"},
                 ]
             },
-            Completion(text="a", texts=("a", "b"), finish_reason="length"),
+            Completion(
+                text="a",
+                texts=("a", "b"),
+                finish_reason="length",
+                finish_reasons=("length", "stop"),  # each choice's, in index order
+            ),
         ),
         (
             {"choices": [{"message": {"content": ""}}], "usage": None},
-            Completion(text="", texts=("",)),
+            Completion(text="", texts=("",), finish_reasons=(None,)),
         ),
     ],
     ids=["chat", "text-completion", "n-choices-ordered-by-index", "minimal"],
@@ -237,7 +249,12 @@ CHAT_STREAM = sse(
     {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3}},
 )
 CHAT_STREAMED = Completion(
-    text="Héat ✓", texts=("Héat ✓",), input_tokens=9, output_tokens=3, finish_reason="stop"
+    text="Héat ✓",
+    texts=("Héat ✓",),
+    input_tokens=9,
+    output_tokens=3,
+    finish_reason="stop",
+    finish_reasons=("stop",),
 )
 
 
@@ -259,7 +276,7 @@ def test_completion_stream_reads_text_fragments() -> None:
         {"choices": [{"index": 0, "text": " upon", "finish_reason": "length"}]},
     )
     assert decode(data) == Completion(
-        text="Once upon", texts=("Once upon",), finish_reason="length"
+        text="Once upon", texts=("Once upon",), finish_reason="length", finish_reasons=("length",)
     )
 
 
@@ -269,7 +286,9 @@ def test_n_streams_concatenate_per_index() -> None:
         {"choices": [{"index": 0, "text": "b", "finish_reason": "stop"}]},
         {"choices": [{"index": 1, "text": "y", "finish_reason": "length"}]},
     )
-    assert decode(data) == Completion(text="ab", texts=("ab", "xy"), finish_reason="stop")
+    assert decode(data) == Completion(
+        text="ab", texts=("ab", "xy"), finish_reason="stop", finish_reasons=("stop", "length")
+    )
 
 
 def test_stream_with_finish_reason_but_no_done_is_complete() -> None:
