@@ -304,7 +304,7 @@ def test_help_without_a_job_lists_the_groups_their_options_and_a_line_per_key(
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert "job: movie_details, movie_synopsis, probe, products" in lines
+    assert "job: film_genre, movie_details, movie_synopsis, openai_batch, probe, products" in lines
     assert "cluster: lab, local, local_openai, static" in lines
     keys = [line.split()[0] for line in lines if line.startswith("  ") and "=" in line.split()[0]]
     assert "engine.max_attempts=6" in keys and "job.output.shape=list" in keys
