@@ -20,10 +20,11 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ._files import replace_file
 from ._journal import read_records
+from ._output import read_record_at
 from ._request import Style
 from ._work import Work
 
@@ -44,7 +45,7 @@ def write_batch_files(run_dir: Path, results: Path, works: Iterable[Work]) -> Pa
     ):
         for work in works:
             row = db.execute("SELECT offset FROM latest WHERE idx = ?", (work.index,)).fetchone()
-            record = _read_at(f, row[0]) if row is not None else None
+            record = read_record_at(f, row[0]) if row is not None else None
             line = output_line(work, record)
             target = out if line["error"] is None else errors
             target.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -136,9 +137,3 @@ def _latest(results: Path) -> Iterator[sqlite3.Connection]:
     finally:
         with contextlib.suppress(sqlite3.Error):
             db.close()
-
-
-def _read_at(f: IO[bytes], offset: int) -> dict[str, Any]:
-    f.seek(offset)
-    record: dict[str, Any] = json.loads(f.readline())
-    return record

@@ -110,7 +110,7 @@ def entries(results: Path, output: OutputConfig, *, items: int) -> Iterator[tupl
                     if every_position:
                         yield from (("", None) for _ in range(index - position))
                         position = index + 1
-                    record = _read_at(f, offset)
+                    record = read_record_at(f, offset)
                     key = output_key(record.get("input"), record.get("id"), output)
                     yield key, record["answer"]
     if every_position:
@@ -192,7 +192,8 @@ def _latest_answers(results: Path, items: int) -> Iterator[sqlite3.Connection]:
             db.close()
 
 
-def _read_at(f: IO[bytes], offset: int) -> dict[str, Any]:
+def read_record_at(f: IO[bytes], offset: int) -> dict[str, Any]:
+    """The journal record whose line starts at byte ``offset`` of ``f``."""
     f.seek(offset)
     record: dict[str, Any] = json.loads(f.readline())
     return record
