@@ -36,7 +36,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "_shard",
         "_batch",
     ),
-    "cluster": ("_cluster", "_inventory", "_local", "_probe", "_nodes"),
+    "cluster": ("_cluster", "_inventory", "_local", "_probe", "_nodes", "_preflight", "_estimate"),
     "engine": ("_engine", "_policy", "_health", "_hedging", "_tail", "_adaptive", "_work"),
     "wire": ("_client", "_textsynth", "_openai", "_wire"),
     "answers": ("_acceptance", "_jsonladder", "_schema_refs", "_choice"),

@@ -49,6 +49,8 @@ _POSITIVE = {
     "engine.no_node_timeout": 0,
     "cluster.local.ready_timeout": 0,
     "model.max_tokens": 1,
+    "preflight.probe_tokens": 1,
+    "preflight.timeout": 0,
     "shards": 1,
 }
 _NON_NEGATIVE = (

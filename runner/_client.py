@@ -295,6 +295,19 @@ class NodeClient:
             scores=tuple(scores),
         )
 
+    async def count_tokens(self, engine: str, text: str) -> int:
+        """How many tokens ``engine`` makes of ``text`` (the node's tokenize).
+
+        Raises:
+            NodeError: the node could not be reached, has no tokenize (``ServerError``, 404),
+                or gave an answer that is not one.
+        """
+        path, body = self._wire.build_tokenize(engine, text)
+        with self._key_hidden():
+            reply = await self._exchange("POST", path, body)
+            count: int = self._wire.parse_tokenize(reply.status, reply.body, node=self.name)
+            return count
+
     async def facts(self, engine: str) -> NodeFacts:
         """What the node says of itself for ``engine``: the protocol's ``FACTS_PATHS`` are
         asked in order until both facts are known.

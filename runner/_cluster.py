@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,17 @@ def _slots(value: int | None, engine: EngineConfig, *, label: str) -> tuple[int,
     return value, SlotsFrom.config
 
 
+def _price_per_hour(value: object, *, label: str) -> float | None:
+    """A node's configured price per hour: a finite number ≥ 0, or None when unset."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{label}: price_per_hour must be a number ≥ 0, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{label}: price_per_hour must not be negative, got {value!r}")
+    return float(value)
+
+
 def static_nodes(cluster: ClusterConfig, engine: EngineConfig) -> list[NodeSpec]:
     """The nodes listed inline in the cluster config."""
     specs = []
@@ -123,6 +135,7 @@ def _spec(
         slots=slots,
         api_key=_api_key(node.api_key_env or cluster.api_key_env, label=label),
         slots_from=slots_from,
+        price_per_hour=_price_per_hour(node.price_per_hour, label=label),
     )
 
 
@@ -144,6 +157,7 @@ def inventory_nodes(cluster: ClusterConfig, engine: EngineConfig) -> list[NodeSp
                 slots=slots,
                 api_key=_api_key(host.api_key_env or cluster.api_key_env, label=label),
                 slots_from=slots_from,
+                price_per_hour=host.price_per_hour,
             )
         )
     return specs

@@ -81,6 +81,12 @@ class ShardNodes(Enum):
     share = "share"  # every shard uses every node, each node's slots divided among them
 
 
+class ProbeSpeed(Enum):
+    dry_run = "dry_run"  # in a dry run only: a real run's ETA measures the run itself
+    always = "always"  # before a real run too (a few short answers per node)
+    never = "never"
+
+
 class ProgressMode(Enum):
     auto = "auto"  # a live display on a terminal, log lines otherwise
     rich = "rich"
@@ -97,12 +103,15 @@ class NodeConfig:
         slots: requests in flight on this node; null → ask the node, else engine.slots.
         api_key_env: the environment variable holding its Bearer key.
         name: its name in logs and reports; null → the address.
+        price_per_hour: what the node costs per hour (a number ≥ 0, in your own currency);
+            null → no cost in the report.
     """
 
     address: str = MISSING
     slots: int | None = None
     api_key_env: str | None = None
     name: str | None = None
+    price_per_hour: float | None = None
 
 
 @dataclass
@@ -260,6 +269,9 @@ class JobConfig:
         output: the consolidated output.
         metadata: input fields copied untouched into each result record as ``metadata``
             (every item must have them).
+        allow_prompt_truncation: run even when the pre-flight finds prompts that, with
+            max_tokens, do not fit the model's context (the node drops their beginning);
+            by default the run stops before sending anything (docs/preflight.md).
     """
 
     name: str = MISSING
@@ -281,6 +293,7 @@ class JobConfig:
     truncated: Truncated = Truncated.repair
     output: OutputConfig = field(default_factory=OutputConfig)
     metadata: list[str] = field(default_factory=list)
+    allow_prompt_truncation: bool = False
 
 
 @dataclass
@@ -335,6 +348,27 @@ class EngineConfig:
 
 
 @dataclass
+class PreflightConfig:
+    """What is measured before a run (and in a dry run) for its estimate: docs/preflight.md.
+
+    Attributes:
+        count_tokens: count every item's prompt tokens with the nodes' tokenize, and stop
+            when a prompt and max_tokens do not fit the context (job.allow_prompt_truncation).
+        probe_speed: when to time a few short answers of the job's first prompts on every
+            node, all its slots at once, for the estimate's time and cost: dry_run (only
+            there; a real run's ETA measures the run itself), always, never.
+        probe_tokens: the most tokens each of those answers may have.
+        timeout: seconds the pre-flight may take in all before it gives up (the run goes on,
+            without the figures it could not get).
+    """
+
+    count_tokens: bool = True
+    probe_speed: ProbeSpeed = ProbeSpeed.dry_run
+    probe_tokens: int = 32
+    timeout: float = 120.0
+
+
+@dataclass
 class RunConfig:
     """The whole composed configuration.
 
@@ -343,7 +377,9 @@ class RunConfig:
         model: the model the nodes serve.
         job: what to ask.
         engine: how work is spread, timed out and retried.
-        dry_run: render every prompt and print the plan; send nothing.
+        preflight: what is measured before sending, for the estimate (tokens, speed).
+        dry_run: render every prompt, print the plan and the pre-flight's estimate; send no
+            item (the nodes are asked only to tokenize and for the speed probe).
         resume: reuse accepted results of earlier runs of the same work.
         journal_dir: where accepted results of every run accumulate, a file per job.
         prompts_dir: where a job's relative paths are looked up last (default: the
@@ -361,6 +397,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     job: JobConfig = field(default_factory=JobConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
     dry_run: bool = False
     resume: bool = True
     journal_dir: str = "outputs/journal"

@@ -104,6 +104,8 @@ class Snapshot:
     in_flight: dict[str, int]
     errors: dict[str, int]
     benched: list[str]
+    answers: int = 0  # answers received (accepted or not, hedged copies included)
+    output_tokens: int = 0  # tokens in them
 
 
 class Engine:
@@ -255,6 +257,8 @@ class Engine:
             in_flight={n.name: n.active for n in self.nodes},
             errors={n.name: n.errors for n in self.nodes},
             benched=[n.name for n in self.nodes if n.health is Health.benched],
+            answers=sum(n.successes for n in self.nodes),
+            output_tokens=sum(n.output_tokens for n in self.nodes),
         )
 
     # ------------------------------------------------------------ scheduling

@@ -13,12 +13,14 @@ sends them work). :func:`read_inventory` reads two formats:
 
 From each host's data (host data over group data over the ``all`` group's data) the runner
 takes the address (``node_address``, else ``ssh_hostname`` / ``ansible_host``, else the host
-name), ``node_port`` (default 8088), ``slots`` and ``api_key_env``. Every problem raises
+name), ``node_port`` (default 8088), ``slots``, ``api_key_env`` and ``price_per_hour`` (what
+the node costs per hour, a number ≥ 0; INI values are parsed as one). Every problem raises
 :class:`~runner._errors.ConfigError` with one line naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import runpy
 import shlex
@@ -51,6 +53,8 @@ class InventoryHost:
         port: the node's TCP port.
         slots: requests in flight on this node, or None for the engine's default.
         api_key_env: the environment variable holding its Bearer key, if it needs one.
+        price_per_hour: what the node costs per hour (≥ 0, in the user's own currency), or
+            None when not given.
     """
 
     name: str
@@ -58,6 +62,7 @@ class InventoryHost:
     port: int = DEFAULT_NODE_PORT
     slots: int | None = None
     api_key_env: str | None = None
+    price_per_hour: float | None = None
 
 
 def read_inventory(path: str | Path, *, group: str = DEFAULT_GROUP) -> list[InventoryHost]:
@@ -73,7 +78,8 @@ def read_inventory(path: str | Path, *, group: str = DEFAULT_GROUP) -> list[Inve
 
     Raises:
         ConfigError: the file is missing or unreadable, does not parse, has no such group or
-            no hosts in it, or a host has an unusable address, port, slots or key name.
+            no hosts in it, or a host has an unusable address, port, slots, key name or
+            price per hour.
     """
     source = Path(path)
     if not source.is_file():
@@ -343,8 +349,20 @@ def _node(name: str, data: Mapping[str, Any], *, source: Path) -> InventoryHost:
         raise ConfigError(
             f"{where}: api_key_env {_show(key_env)} is not an environment variable name"
         )
+    price = None
+    if data.get("price_per_hour") is not None:
+        price = _price(data["price_per_hour"])
+        if price is None:
+            raise ConfigError(
+                f"{where}: price_per_hour {_show(data['price_per_hour'])} is not a number ≥ 0"
+            )
     return InventoryHost(
-        name=name, address=address.strip("[]"), port=port, slots=slots, api_key_env=key_env
+        name=name,
+        address=address.strip("[]"),
+        port=port,
+        slots=slots,
+        api_key_env=key_env,
+        price_per_hour=price,
     )
 
 
@@ -357,6 +375,17 @@ def _integer(value: Any, low: int, high: int) -> int | None:
     if isinstance(value, int) and low <= value <= high:
         return value
     return None
+
+
+def _price(value: Any) -> float | None:
+    """A finite float ≥ 0 from an int, a float or a number's text (INI values are strings)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        price = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return price if math.isfinite(price) and price >= 0 else None
 
 
 def _show(value: Any) -> str:

@@ -26,7 +26,7 @@ from ._errors import ConfigError, storage_errors
 from ._files import replace_file
 from ._journal import read_records
 from ._output import write_output
-from ._report import ShardLine, write_json
+from ._report import ShardLine, per_1m_tokens, round_cost, write_json
 from ._shard import shard_of
 
 _NONE, _FAILED, _OK = 0, 1, 2  # what the records say of an item index
@@ -311,7 +311,24 @@ def merged_report(merge: Merge) -> dict[str, Any]:
             )
             for key in ("requests", "successes", "errors", "output_tokens"):
                 node[key] += int(line.get(key) or 0)
+            if line.get("cost") is not None:  # a priced node: paid for each shard's run
+                node["cost"] = node.get("cost", 0.0) + float(line["cost"])
             node["shards"].append(run.shard.index)
+    for node in nodes.values():
+        if "cost" in node:
+            node["cost"] = round_cost(node["cost"])
+            node["cost_per_1m_output_tokens"] = per_1m_tokens(node["cost"], node["output_tokens"])
+    costs = [float(node["cost"]) for node in nodes.values() if "cost" in node]
+    run_cost = round_cost(sum(costs)) if costs else None
+    output_tokens = total("output_tokens")
+    cost_totals = (
+        {
+            "cost": run_cost,
+            "cost_per_1m_output_tokens": per_1m_tokens(run_cost, output_tokens),
+        }
+        if run_cost is not None
+        else {}
+    )
     return {
         "job": merge.runs[0].job,
         "merged": {
@@ -340,7 +357,8 @@ def merged_report(merge: Merge) -> dict[str, Any]:
             "reused": total("reused"),
             "unfinished": first.job_items - ok - failed,
             "requests_sent": total("requests_sent"),
-            "output_tokens": total("output_tokens"),
+            "output_tokens": output_tokens,
+            **cost_totals,
         },
         "wall_time_s": max(float(run.report.get("wall_time_s") or 0) for run in merge.runs),
         "nodes": dict(sorted(nodes.items())),

@@ -35,6 +35,8 @@ class NodeSpec:
         api_key: its Bearer key, if it needs one (never logged or written).
         slots_from: where ``slots`` came from; only a ``default`` is worth asking the node
             about (:func:`runner._cluster.ask_slots`).
+        price_per_hour: what the node costs per hour (≥ 0, in the user's own currency) as
+            configured for it; None when not given (and for local nodes).
     """
 
     name: str
@@ -42,6 +44,15 @@ class NodeSpec:
     slots: int = 1
     api_key: str | None = field(default=None, repr=False)
     slots_from: SlotsFrom = SlotsFrom.config
+    price_per_hour: float | None = None
+
+    def for_answers(self, answers: int) -> NodeSpec:
+        """This node for requests of ``answers`` completions each (``n``, job.candidates):
+        each takes ``answers`` of its slots, so it gets ``slots // answers`` at once (at
+        least one); a node asked for more at once refuses them as busy."""
+        if answers <= 1:
+            return self
+        return replace(self, slots=max(1, self.slots // answers))
 
     def with_node_slots(self, slots: int | None) -> NodeSpec:
         """This node with the slots it reported, unless configured or it said nothing."""
@@ -126,6 +137,7 @@ class NodeState:
             health=self.health.value,
             last_error=self.last_error,
             restarts=restarts,
+            price_per_hour=self.spec.price_per_hour,
         )
 
 

@@ -34,6 +34,7 @@ from ._wire import (
     json_object,
     kind_of,
     lenient_json,
+    parse_token_count,
     raw_body,
     server_error,
     whole_count,
@@ -154,6 +155,17 @@ def parse(status: int, body: bytes, *, node: str) -> Completion:
         finish_reason=reasons[0],
         finish_reasons=tuple(reasons),
     )
+
+
+def build_tokenize(engine: str, text: str) -> tuple[str, dict[str, Any]]:
+    """The URL path and JSON body of llama.cpp's ``POST /tokenize`` (one model per server,
+    so ``engine`` is not named; OpenAI itself, vLLM and Ollama have no such path: 404)."""
+    return "/tokenize", {"content": text}
+
+
+def parse_tokenize(status: int, body: bytes, *, node: str) -> int:
+    """The number of tokens of a ``/tokenize`` answer (:func:`~runner._wire.parse_token_count`)."""
+    return parse_token_count(status, body, node=node, null_error=False)
 
 
 ENGINES_PATH = "/v1/models"

@@ -27,7 +27,8 @@ from rich.table import Table
 
 from ._config import ProgressMode
 from ._engine import Snapshot
-from ._report import NodeLine, RunReport
+from ._estimate import Estimate, eta_seconds
+from ._report import NodeLine, RunReport, show_cost
 
 log = logging.getLogger("runner")
 
@@ -92,10 +93,36 @@ def _flights(snap: Snapshot) -> str:
     return " ".join(f"{k}={v}" for k, v in snap.in_flight.items())
 
 
+def _eta(snap: Snapshot, *, left: int, elapsed: float, estimate: Estimate | None) -> str:
+    """The time left, counted in output tokens (:func:`runner._estimate.eta_seconds`)."""
+    seconds = eta_seconds(
+        items_left=left,
+        answered=snap.answers,
+        output_tokens=snap.output_tokens,
+        elapsed=elapsed,
+        tokens_per_answer=estimate.output_tokens_max / estimate.items
+        if estimate is not None and estimate.items
+        else None,
+        probed_tokens_per_s=estimate.tokens_per_s if estimate is not None else None,
+    )
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 async def show_progress(
-    snapshot: Callable[[], Snapshot], *, total: int, reused: Callable[[], int], mode: ProgressMode
+    snapshot: Callable[[], Snapshot],
+    *,
+    total: int,
+    reused: Callable[[], int],
+    mode: ProgressMode,
+    estimate: Estimate | None = None,
 ) -> None:
-    """Show progress until cancelled (the caller cancels it when the run ends)."""
+    """Show progress until cancelled (the caller cancels it when the run ends). The ETA
+    counts output tokens: the items left times the tokens of an answer, at the tokens per
+    second so far (before any answer: the pre-flight's ``estimate``)."""
     mode = resolve_mode(mode)
     if mode is ProgressMode.off:
         await trio.sleep_forever()
@@ -107,16 +134,18 @@ async def show_progress(
             done = snap.done + reused()
             elapsed = trio.current_time() - start
             rate = snap.done / elapsed if elapsed > 0 else 0.0
-            eta = (total - done) / rate if rate > 0 else float("inf")
+            eta = _eta(snap, left=total - done, elapsed=elapsed, estimate=estimate)
             flights = _flights(snap)
             log.info(
-                "progress %d/%d ok=%d failed=%d rate=%.2f/s eta=%s in-flight: %s benched: %s",
+                "progress %d/%d ok=%d failed=%d rate=%.2f/s tokens/s=%.1f eta=%s "
+                "in-flight: %s benched: %s",
                 done,
                 total,
                 snap.ok,
                 snap.failed,
                 rate,
-                f"{eta:.0f}s" if eta != float("inf") else "?",
+                snap.output_tokens / elapsed if elapsed > 0 else 0.0,
+                eta,
                 flights,
                 _names(snap.benched) if snap.benched else "none",
             )
@@ -124,18 +153,24 @@ async def show_progress(
         TextColumn("[bold]items"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.2f}/s"),
-        TimeRemainingColumn(),
+        TextColumn(
+            "{task.fields[rate]:.2f}/s {task.fields[tokens]:.0f} tok/s eta {task.fields[eta]}"
+        ),
         console=Console(stderr=True),
     )
-    bar = progress.add_task("items", total=total, rate=0.0)
+    bar = progress.add_task("items", total=total, rate=0.0, tokens=0.0, eta="?")
     start = trio.current_time()
     with Live(console=progress.console, refresh_per_second=4, transient=True) as live:
         while True:
             snap = snapshot()
             elapsed = trio.current_time() - start
+            done = snap.done + reused()
             progress.update(
-                bar, completed=snap.done + reused(), rate=snap.done / elapsed if elapsed else 0.0
+                bar,
+                completed=done,
+                rate=snap.done / elapsed if elapsed else 0.0,
+                tokens=snap.output_tokens / elapsed if elapsed else 0.0,
+                eta=_eta(snap, left=total - done, elapsed=elapsed, estimate=estimate),
             )
             live.update(Group(progress, _nodes_table(snap)))
             await trio.sleep(0.25)
@@ -198,15 +233,22 @@ def _mb(size: int) -> str:
 
 
 def summary_table(report: RunReport) -> Table:
-    """The table printed at the end of a run."""
+    """The table printed at the end of a run (with the cost when some node has a price)."""
     totals = report.totals
+    priced = totals.cost is not None
+    cost = ""
+    if totals.cost is not None:
+        cost = f", cost {_money(totals.cost)}"
+        if totals.cost_per_1m_output_tokens is not None:
+            cost += f" ({_money(totals.cost_per_1m_output_tokens)} per 1M output tokens)"
     table = Table(
         title=(
             f"{report.job}: {totals.ok}/{totals.items} ok, {totals.failed} failed, "
-            f"{totals.reused} reused, {report.wall_time_s:.1f}s"
+            f"{totals.reused} reused, {report.wall_time_s:.1f}s{cost}"
         )
     )
-    for col in ("node", "requests", "ok", "errors", "tokens", "tok/s", "p50 s", "p95 s"):
+    columns = ["node", "requests", "ok", "errors", "tokens", "tok/s", "p50 s", "p95 s"]
+    for col in columns + (["cost", "per 1M tok"] if priced else []):
         table.add_column(col, justify="left" if col == "node" else "right")
     rows = _summary_rows(report)
     if len(rows) < len(report.nodes):
@@ -221,8 +263,13 @@ def summary_table(report: RunReport) -> Table:
             f"{n.tokens_per_s}",
             "-" if n.latency_p50_s is None else f"{n.latency_p50_s:.2f}",
             "-" if n.latency_p95_s is None else f"{n.latency_p95_s:.2f}",
+            *([_money(n.cost), _money(n.cost_per_1m_output_tokens)] if priced else []),
         )
     return table
+
+
+def _money(value: float | None) -> str:
+    return show_cost(value)
 
 
 def _summary_rows(report: RunReport) -> list[tuple[str, NodeLine]]:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ._estimate import Estimate
 from ._files import replace_file
 
 
@@ -35,6 +37,11 @@ class NodeLine:
         latency_p50_s: median request latency (``None`` before its first answer); p95 beside.
         health: ``admitted`` or ``benched`` at the end; ``last_error`` its last failure.
         restarts: times the runner started it again (local nodes only; ``None`` elsewhere).
+        price_per_hour: what the node costs per hour, as configured (``None``: not given).
+        cost: ``price_per_hour`` × the run's wall time in hours (a node is paid for the
+            whole run); filled by :func:`build_report`.
+        cost_per_1m_output_tokens: ``cost`` per million of its output tokens (``None``
+            without a price or without output tokens).
     """
 
     url: str
@@ -53,18 +60,56 @@ class NodeLine:
     health: str
     last_error: str
     restarts: int | None = None
+    price_per_hour: float | None = None
+    cost: float | None = None
+    cost_per_1m_output_tokens: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The line as ``report.json`` holds it (``restarts`` only for local nodes)."""
+        """The line as ``report.json`` holds it (``restarts`` only for local nodes, the cost
+        keys only for a node with a price)."""
         line = asdict(self)
         if self.restarts is None:
             del line["restarts"]
+        if self.price_per_hour is None:
+            for key in COST_KEYS:
+                del line[key]
         return line
+
+
+COST_KEYS = ("price_per_hour", "cost", "cost_per_1m_output_tokens")
+"""A node line's cost keys, in ``report.json`` only when the node has a price."""
+
+
+def round_cost(value: float) -> float:
+    """A cost as ``report.json`` holds it: 6 significant digits."""
+    return float(f"{value:.6g}")
+
+
+def show_cost(value: float | None, *, none: str = "-") -> str:
+    """A cost for people (the end-of-run table, ``report.html``): 2 decimals from 1 up, 3
+    significant digits below, never in exponent form; ``none`` for no cost."""
+    if value is None:
+        return none
+    if value >= 1:
+        return f"{value:,.2f}"
+    if value < 1e-8:
+        return "0"
+    decimals = 2 - math.floor(math.log10(value))
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def per_1m_tokens(cost: float | None, output_tokens: int) -> float | None:
+    """``cost`` per million output tokens (``None`` without a cost or without tokens)."""
+    if cost is None or output_tokens <= 0:
+        return None
+    return round_cost(cost / output_tokens * 1e6)
 
 
 @dataclass(frozen=True)
 class Totals:
-    """What happened to the run's items, and what was sent for them."""
+    """What happened to the run's items, and what was sent for them; ``cost`` is the sum of
+    the nodes' costs (``None`` when no node has a price), and ``cost_per_1m_output_tokens``
+    that cost per million output tokens."""
 
     items: int
     ok: int
@@ -72,6 +117,8 @@ class Totals:
     reused: int
     requests_sent: int
     output_tokens: int
+    cost: float | None = None
+    cost_per_1m_output_tokens: float | None = None
 
     @property
     def unfinished(self) -> int:
@@ -119,6 +166,7 @@ class RunReport:
         stopped: why the run stopped early (``None``: it ran to its end).
         nodes: each node's line, by name.
         shard: which shard of the job the run was (``None``: the whole job).
+        estimate: the pre-flight's estimate of the run (``None``: none was made).
     """
 
     job: str
@@ -127,6 +175,7 @@ class RunReport:
     stopped: str | None
     nodes: dict[str, NodeLine]
     shard: ShardLine | None = None
+    estimate: Estimate | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -142,6 +191,11 @@ class RunReport:
             **{k: totals[k] for k in ("items", "ok", "failed", "reused")},
             "unfinished": self.totals.unfinished,
             **{k: totals[k] for k in ("requests_sent", "output_tokens")},
+            **(
+                {k: totals[k] for k in ("cost", "cost_per_1m_output_tokens")}
+                if self.totals.cost is not None
+                else {}
+            ),
         }
         return {
             "job": self.job,
@@ -151,6 +205,7 @@ class RunReport:
             "tokens_per_s": self.tokens_per_s,
             "stopped": self.stopped,
             "nodes": {name: line.to_json() for name, line in self.nodes.items()},
+            **({"estimate": self.estimate.to_json()} if self.estimate is not None else {}),
         }
 
 
@@ -165,8 +220,33 @@ def build_report(
     wall_time_s: float,
     nodes: dict[str, NodeLine],
     stopped: str | None = None,
+    estimate: Estimate | None = None,
 ) -> RunReport:
-    """The report of a run, its output tokens summed over the nodes."""
+    """The report of a run, its output tokens summed over the nodes; each node with a
+    price is paid for the run's whole wall time, and the run's cost is their sum."""
+    hours = max(wall_time_s, 0.0) / 3600
+    costs: list[float] = []
+    priced: dict[str, NodeLine] = {}
+    for name, line in nodes.items():
+        if line.price_per_hour is not None:
+            cost = line.price_per_hour * hours
+            costs.append(cost)
+            line = replace(
+                line,
+                cost=round_cost(cost),
+                cost_per_1m_output_tokens=per_1m_tokens(cost, line.output_tokens),
+            )
+        priced[name] = line
     output_tokens = sum(line.output_tokens for line in nodes.values())
-    totals = Totals(items, ok, failed, reused, requests_sent, output_tokens)
-    return RunReport(job, totals, wall_time_s, stopped, nodes)
+    run_cost = sum(costs) if costs else None
+    totals = Totals(
+        items,
+        ok,
+        failed,
+        reused,
+        requests_sent,
+        output_tokens,
+        cost=None if run_cost is None else round_cost(run_cost),
+        cost_per_1m_output_tokens=per_1m_tokens(run_cost, output_tokens),
+    )
+    return RunReport(job, totals, wall_time_s, stopped, priced, estimate=estimate)

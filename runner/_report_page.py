@@ -10,7 +10,9 @@ tooltip (``<title>``) on each bar. It shows
   as many lanes as the node had requests in flight;
 - output tokens per second over the run;
 - the latency distribution of each node's answered requests;
-- failures by cause: request outcomes other than ``ok``, and the errors of failed items.
+- failures by cause: request outcomes other than ``ok``, and the errors of failed items;
+- the pre-flight's estimate (items, tokens, time, cost) beside what the run did;
+- what the run cost, per node and in total, when some node has a price per hour.
 
 Memory stays bounded whatever the run's size: the files are read line by line, latencies go
 into a fixed log-scale histogram per node, and the timeline draws at most :data:`MAX_BARS`
@@ -30,7 +32,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ._files import replace_file
-from ._report import RunReport
+from ._report import RunReport, show_cost
 from ._work import RequestTrace
 
 FILES = ("requests.jsonl", "report.html")  # what a run directory gains from this module
@@ -191,7 +193,41 @@ def page_context(report: RunReport, requests: Path, results: Path) -> dict[str, 
         "outcomes": sorted(outcomes.items(), key=lambda kv: -kv[1]),
         "errors": errors.most_common(20),
         "colours": {**COLOURS, "failure": FAILURE_COLOUR},
+        "cost": cost_rows(report),
+        "estimate": estimate_rows(report),
     }
+
+
+def money(value: float | None) -> str:
+    """A cost as the page shows it (:func:`~runner._report.show_cost`; empty for none)."""
+    return show_cost(value, none="")
+
+
+def cost_rows(report: RunReport) -> list[dict[str, str]]:
+    """The cost table's rows, formatted: each priced node, then the run's (``[]``: no node
+    has a price, and the page shows no cost)."""
+    totals = report.totals
+    if totals.cost is None:
+        return []
+    rows = [
+        {
+            "node": name,
+            "price_per_hour": money(line.price_per_hour),
+            "cost": money(line.cost),
+            "per_1m": money(line.cost_per_1m_output_tokens),
+        }
+        for name, line in report.nodes.items()
+        if line.price_per_hour is not None
+    ]
+    rows.append(
+        {
+            "node": "run",
+            "price_per_hour": money(sum(row.price_per_hour or 0 for row in report.nodes.values())),
+            "cost": money(totals.cost),
+            "per_1m": money(totals.cost_per_1m_output_tokens),
+        }
+    )
+    return rows
 
 
 def write_report_page(run_dir: Path, report: RunReport) -> Path:
@@ -206,3 +242,40 @@ def write_report_page(run_dir: Path, report: RunReport) -> Path:
     with replace_file(path) as out:
         out.write(page)
     return path
+
+
+def estimate_rows(report: RunReport) -> list[dict[str, str]]:
+    """The pre-flight's estimate beside what the run did (``[]``: no estimate was made):
+    what was measured, the estimate (an upper bound where it says "at most") and the run's
+    figure."""
+    found = report.estimate
+    if found is None:
+        return []
+    totals = report.totals
+
+    def number(value: float | None, unit: str = "") -> str:
+        return "" if value is None else f"{value:,.0f}{unit}"
+
+    rows = [
+        {"what": "items sent", "estimate": number(found.items),
+         "actual": number(totals.items - totals.reused)},
+        {"what": "prompt tokens", "estimate": number(found.prompt_tokens)
+         or f"not counted: {found.not_counted}", "actual": ""},
+        {"what": "output tokens", "estimate": f"at most {number(found.output_tokens_max)}",
+         "actual": number(totals.output_tokens)},
+        {"what": "time", "estimate": "" if found.seconds_max is None
+         else f"at most {number(found.seconds_max, ' s')}",
+         "actual": number(report.wall_time_s, " s")},
+    ]  # fmt: skip
+    if found.cost_max is not None or totals.cost is not None:
+        rows.append(
+            {
+                "what": "cost",
+                "estimate": "" if found.cost_max is None else f"at most {money(found.cost_max)}",
+                "actual": money(totals.cost),
+            }
+        )
+    if found.too_long:
+        rows.append({"what": "prompts too long for the context", "estimate": number(found.too_long),
+                     "actual": ""})  # fmt: skip
+    return rows

@@ -26,10 +26,24 @@ from rich.console import Console
 from . import _records
 from ._batch_output import FILES as BATCH_FILES
 from ._batch_output import write_batch_files
-from ._cluster import answering_nodes, describe_slots, remote_nodes, roll_call, started_nodes
-from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
+from ._cluster import (
+    RollCall,
+    answering_nodes,
+    describe_slots,
+    remote_nodes,
+    roll_call,
+    started_nodes,
+)
+from ._config import ClusterKind, JobKind, ProbeSpeed, RunConfig, ShardNodes
 from ._engine import Engine
-from ._errors import ClusterUnavailable, RequestsRefused, StorageError, storage_errors
+from ._errors import (
+    ClusterUnavailable,
+    ConfigError,
+    RequestsRefused,
+    StorageError,
+    storage_errors,
+)
+from ._estimate import Estimate, describe, too_long_message
 from ._journal import Journal, Store, drop_records
 from ._latest import link_latest
 from ._limits import ensure_descriptors
@@ -44,6 +58,7 @@ from ._outcome import (
 )
 from ._output import output_filename, write_output
 from ._plan import Plan, prepare
+from ._preflight import preflight
 from ._progress import FailedIds, catch_up_progress, show_progress, summary_table
 from ._report import RunReport, ShardLine, build_report, write_json
 from ._report_page import FILES as PAGE_FILES
@@ -101,7 +116,7 @@ def run(
         whole = job_fingerprint(plan.work())
         plan = replace(plan, shard=shard)
     if cfg.dry_run:
-        return _dry_run(cfg, plan, plan.scan(), console, whole)
+        return _dry_run(cfg, plan, plan.scan(), console, whole, run_dir=run_dir)
     store_path = journal_path(cfg, shard)
     with JobLock(store_path):  # one runner per job (shard): a second one stops here
         return _locked_run(cfg, plan, store_path, run_dir, console, stop or StopSignal(), whole)
@@ -176,15 +191,7 @@ def _locked_run(
         listed=listed,
     ) as configured:
         ensure_descriptors(_connections(configured, cfg))  # the roll call opens them all
-        call = trio.run(
-            partial(
-                roll_call,
-                configured,
-                api=cfg.model.api,
-                engine_id=cfg.model.engine,
-                settings=cfg.engine,
-            )
-        )
+        call = _roll_call(cfg, configured)
         try:  # before anything of the run directory or the journal changes
             max_tokens = sampling_params(cfg.model, cfg.job)["max_tokens"]
             nodes = answering_nodes(call, max_tokens=max_tokens)
@@ -193,12 +200,20 @@ def _locked_run(
             return Outcome(EXIT_UNAVAILABLE, f"{cfg.job.name}: nothing sent: {exc}")
         if shard is not None and listed is not None and cfg.shard_nodes is ShardNodes.share:
             nodes = share_slots(nodes, shard)  # the slots are known once the nodes said
+        nodes = [node.for_answers(cfg.job.candidates) for node in nodes]  # n=k takes k slots
         ensure_descriptors(_connections(nodes, cfg))  # now with the slots the nodes said
         if cfg.resume:
             with catch_up_progress(cfg.progress) as progress:
                 store = Store(store_path, progress=progress)
         else:  # the new results supersede the old: at most one accepted record per key
             store = None
+        try:
+            found = _preflight(cfg, plan, nodes, call, store, max_tokens)
+        except ConfigError:  # prompts too long: the run stops before anything changed
+            if store is not None:
+                store.close()
+            raise
+        if store is None:
             dropped = drop_records(store_path, {work.key for work in plan.work()})
             if dropped:
                 log.info("resume=false: %d earlier results of this work were dropped", dropped)
@@ -223,6 +238,7 @@ def _locked_run(
                 restarts,
                 stop,
                 requests=requests,
+                estimate=found,
             )
     report, failures, stopped = ended.report, ended.failures, ended.report.stopped
     interrupted, refused = ended.interrupted, ended.refused
@@ -307,6 +323,7 @@ def _engine_run(
     stop: StopSignal,
     *,
     requests: Journal | None = None,
+    estimate: Estimate | None = None,
 ) -> _Ended:
     """Run the engine over the plan's fresh work, journaling each result as it arrives
     (and each request's trace into ``requests``, for report.html)."""
@@ -361,7 +378,7 @@ def _engine_run(
     interrupted = refused = False
     broken: StorageError | None = None
     try:
-        trio.run(_drive, engine, fresh_work(), total, lambda: reused, cfg)
+        trio.run(_drive, engine, fresh_work(), total, lambda: reused, cfg, estimate)
     except* ClusterUnavailable as group:
         stopped = str(group.exceptions[0])
     except* RequestsRefused as group:
@@ -384,8 +401,52 @@ def _engine_run(
         wall_time_s=time.monotonic() - started,
         nodes={n.name: n.stats(restarts=restarts.get(n.name)) for n in engine.nodes},
         stopped=stopped,
+        estimate=estimate,
     )
     return _Ended(report, failures, interrupted, refused)
+
+
+def _unanswered(plan: Plan, store: Store | None) -> Iterator[Work]:
+    """The plan's work the store does not hold (all of it without a store), a batch of keys
+    asked at a time."""
+    works = plan.work()
+    if store is None:
+        yield from works
+        return
+    while batch := list(islice(works, LOOKUP_BATCH)):
+        held = store.offsets([work.key for work in batch])
+        yield from (work for work in batch if work.key not in held)
+
+
+def _preflight(
+    cfg: RunConfig,
+    plan: Plan,
+    nodes: list[NodeSpec],
+    call: RollCall,
+    store: Store | None,
+    max_tokens: int,
+) -> Estimate:
+    """The pre-flight of the work about to be sent (runner/_preflight.py), its estimate
+    logged. Raises :class:`ConfigError` when prompts do not fit the context, unless the job
+    allows it: nothing has been sent or changed yet."""
+    up = [node for node in nodes if node.name not in call.down]
+    found = trio.run(
+        partial(
+            preflight,
+            _unanswered(plan, store),
+            up,
+            cfg,
+            contexts=call.contexts,
+            max_tokens=max_tokens,
+        )
+    )
+    for line in describe(found):
+        log.info("estimate: %s", line)
+    if found.too_long:
+        if not cfg.job.allow_prompt_truncation:
+            raise ConfigError(too_long_message(found))
+        log.warning("job.allow_prompt_truncation: %s", too_long_message(found))
+    return found
 
 
 def _set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:
@@ -410,12 +471,24 @@ def _set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:
 
 
 async def _drive(
-    engine: Engine, work: Iterator[Work], total: int, reused: Callable[[], int], cfg: RunConfig
+    engine: Engine,
+    work: Iterator[Work],
+    total: int,
+    reused: Callable[[], int],
+    cfg: RunConfig,
+    estimate: Estimate | None = None,
 ) -> None:
     """Run the engine with the progress display beside it."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
-            partial(show_progress, engine.snapshot, total=total, reused=reused, mode=cfg.progress)
+            partial(
+                show_progress,
+                engine.snapshot,
+                total=total,
+                reused=reused,
+                mode=cfg.progress,
+                estimate=estimate,
+            )
         )
         # The items left to send: what the plan holds less what earlier runs answered
         # (found as the work streams), for the engine's tail rule.
@@ -429,7 +502,15 @@ def _dry_run(
     total: int,
     console: Console,
     whole: JobFingerprint | None = None,
+    *,
+    run_dir: Path,
 ) -> Outcome:
+    """Print the plan and its first prompts, then the pre-flight's estimate (the nodes are
+    asked to tokenize and for the speed probe only; a local cluster is started for it).
+
+    Raises:
+        ConfigError: prompts do not fit the context (unless the job allows it).
+    """
     nodes = remote_nodes(cfg.cluster, cfg.engine)
     console.print(f"[bold]Dry run[/] of job '{cfg.job.name}': nothing is sent.")
     console.print(f"  items: {total} from {plan.input_path}")
@@ -465,4 +546,44 @@ def _dry_run(
         console.print(work.request.prompt, markup=False)
         if work.request.choices is not None:  # a choice job: scored, not generated
             console.print(f"  [labels] {', '.join(work.request.choices.labels)}", markup=False)
-    return Outcome(EXIT_OK, f"{cfg.job.name}: dry run, {total} items, nothing sent")
+    if cfg.preflight.count_tokens or cfg.preflight.probe_speed is not ProbeSpeed.never:
+        found = _dry_preflight(cfg, plan, nodes, run_dir)
+        console.print("[bold]Estimate[/] (docs/preflight.md):")
+        for line in describe(found):
+            console.print(f"  {line}", markup=False, soft_wrap=True)
+        if found.too_long and not cfg.job.allow_prompt_truncation:
+            raise ConfigError(too_long_message(found))
+    return Outcome(EXIT_OK, f"{cfg.job.name}: dry run, {total} items, no item sent")
+
+
+def _dry_preflight(cfg: RunConfig, plan: Plan, listed: list[NodeSpec], run_dir: Path) -> Estimate:
+    """The pre-flight of a dry run: the whole job, on the nodes that answer the roll call."""
+    with (
+        storage_errors(run_dir, "prepare the run directory"),
+        started_nodes(
+            cfg.cluster,
+            cfg.engine,
+            engine_id=cfg.model.engine,
+            log_dir=_made(run_dir),
+            listed=listed,
+        ) as configured,
+    ):
+        call = _roll_call(cfg, configured)
+        up = [node for node in call.nodes if node.name not in call.down]
+        max_tokens = sampling_params(cfg.model, cfg.job)["max_tokens"]
+        return trio.run(
+            partial(preflight, plan.work(), up, cfg, contexts=call.contexts, max_tokens=max_tokens)
+        )
+
+
+def _roll_call(cfg: RunConfig, nodes: list[NodeSpec]) -> RollCall:
+    """Ask every node, at once, whether it is up and serves the model (see ``roll_call``)."""
+    call = partial(
+        roll_call, nodes, api=cfg.model.api, engine_id=cfg.model.engine, settings=cfg.engine
+    )
+    return trio.run(call)
+
+
+def _made(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

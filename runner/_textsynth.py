@@ -26,6 +26,7 @@ from ._wire import (
     json_object,
     kind_of,
     lenient_json,
+    parse_token_count,
     raw_body,
     server_error,
     whole_count,
@@ -122,6 +123,16 @@ def parse_logprob(status: int, body: bytes, *, label: str, node: str) -> LabelSc
         is_greedy=greedy is True,
         input_tokens=whole_count(obj.get("input_tokens")),
     )
+
+
+def build_tokenize(engine: str, text: str) -> tuple[str, dict[str, Any]]:
+    """The URL path and JSON body asking how ``engine`` tokenizes ``text``."""
+    return f"/v1/engines/{quote(engine, safe='')}/tokenize", {"text": text}
+
+
+def parse_tokenize(status: int, body: bytes, *, node: str) -> int:
+    """The number of tokens of a ``tokenize`` answer (:func:`~runner._wire.parse_token_count`)."""
+    return parse_token_count(status, body, node=node, null_error=True)
 
 
 ENGINES_PATH = "/v1/engines"  # served by our node; ts_server has no listing (404)

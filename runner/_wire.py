@@ -180,6 +180,23 @@ def _holds_error(obj: dict[str, Any], *, null_error: bool) -> bool:
     return "error" in obj if null_error else obj.get("error") is not None
 
 
+def parse_token_count(status: int, body: bytes, *, node: str, null_error: bool) -> int:
+    """How many tokens a tokenize answer lists (``tokens``: a list of token ids; both
+    protocols' servers answer so).
+
+    Raises:
+        ServerError: the status is not 200 (a server without tokenize answers 404).
+        ProtocolError: the body is not such an answer.
+    """
+    if status != 200:
+        raise server_error(status, body, node=node, null_error=null_error)
+    raw = raw_body(body)
+    tokens = json_object(body, node=node, raw=raw, null_error=null_error).get("tokens")
+    if not isinstance(tokens, list):
+        raise ProtocolError(f"tokens: expected a list, got {kind_of(tokens)}", node=node, body=raw)
+    return len(tokens)
+
+
 def lenient_json(status: int, body: bytes) -> Any:
     """A 200 body's JSON, or ``None`` (any other status, or not JSON)."""
     if status != 200:

@@ -2,7 +2,8 @@
 
 It answers `/chat` and `/completions` instantly with a JSON object built from the prompt,
 counts the prompts it saw, and refuses (HTTP 500) prompts containing any string in
-``refuse``.
+``refuse``. It tokenizes a token per word (counted apart, in ``tokenized``) and, when its
+``context`` is set, says it in ``GET /v1/engines`` as our node does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class LoopbackNode:
     port: int = 0
     seen: Counter[str] = field(default_factory=Counter)
     refuse: set[str] = field(default_factory=set)
+    tokenized: int = 0  # tokenize requests (the pre-flight's), not in ``seen``
+    context: int | None = None  # said by GET /v1/engines (engine smollm2) when set
 
     @property
     def address(self) -> str:
@@ -50,8 +53,21 @@ def loopback_node() -> Iterator[LoopbackNode]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def do_GET(self) -> None:
+            if self.path == "/v1/engines" and node.context is not None:
+                self._send(200, {"engines": [{"id": "smollm2", "n_ctx": node.context}]})
+            else:
+                self._send(404, {"error": "not found"})
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/tokenize":  # llama.cpp's: not spoken here
+                self._send(404, {"error": "not found"})
+                return
+            if self.path.endswith("/tokenize"):  # the pre-flight's count: a token a word
+                node.tokenized += 1
+                self._send(200, {"tokens": list(range(len(body["text"].split())))})
+                return
             prompt = body.get("prompt") or body["messages"][-1]
             node.seen[prompt] += 1
             if any(r in prompt for r in node.refuse):
@@ -65,8 +81,11 @@ def loopback_node() -> Iterator[LoopbackNode]:
                     "output_tokens": len(text.split()),
                 }
                 status = 200
+            self._send(status, payload, stream=bool(body.get("stream")))
+
+        def _send(self, status: int, payload: object, *, stream: bool = False) -> None:
             data = json.dumps(payload).encode()
-            if body.get("stream") and status == 200:
+            if stream and status == 200:
                 data += b"\n\n"
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -127,12 +127,35 @@ def test_a_repeated_mapping_key_is_refused_before_sending(
     assert not node.seen
 
 
-def test_dry_run_renders_every_prompt_and_sends_nothing(tmp_path: Path, node: LoopbackNode) -> None:
-    proc = cli(tmp_path, "job=movie_details", "dry_run=true", node=node)
+def test_dry_run_renders_every_prompt_and_sends_no_item(tmp_path: Path, node: LoopbackNode) -> None:
+    proc = cli(
+        tmp_path, "job=movie_details", "dry_run=true", "preflight.probe_speed=never", node=node
+    )
     assert proc.returncode == 0, proc.stderr
     assert "items: 20" in proc.stderr and "Forrest Gump" in proc.stderr
     assert node.address in proc.stderr
-    assert not node.seen
+    assert not node.seen  # only the prompts' tokens were counted
+    assert node.tokenized == 20
+    assert "items: 20; " in proc.stderr and "prompt tokens" in proc.stderr
+    assert (
+        not list(tmp_path.glob("journal/*.jsonl")) and not (tmp_path / "run/results.jsonl").exists()
+    )
+
+
+def test_a_dry_run_without_the_pre_flight_asks_the_nodes_nothing(
+    tmp_path: Path, node: LoopbackNode
+) -> None:
+    proc = cli(
+        tmp_path,
+        "job=movie_details",
+        "dry_run=true",
+        "preflight.probe_speed=never",
+        "preflight.count_tokens=false",
+        node=node,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Forrest Gump" in proc.stderr and "Estimate" not in proc.stderr
+    assert not node.seen and node.tokenized == 0
 
 
 def test_all_items_ok_exits_0_with_outputs(tmp_path: Path, node: LoopbackNode) -> None:

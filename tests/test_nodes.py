@@ -61,3 +61,14 @@ def test_report_line_says_the_nodes_slots_and_where_they_came_from(slots_from: S
         2,
         0,
     )
+
+
+@pytest.mark.parametrize(
+    ("slots", "answers", "expected"), [(8, 1, 8), (8, 4, 2), (8, 3, 2), (2, 8, 1)]
+)
+def test_a_node_gets_as_many_requests_of_k_answers_as_its_slots_hold(
+    slots: int, answers: int, expected: int
+) -> None:
+    spec = NodeSpec("n", "http://127.0.0.1:1", slots=slots, slots_from=SlotsFrom.node)
+    assert spec.for_answers(answers).slots == expected
+    assert spec.for_answers(answers).slots_from is SlotsFrom.node

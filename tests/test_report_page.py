@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner import _records, _report_page
+from runner._estimate import Estimate, TokenTally, estimate
 from runner._report import NodeLine, build_report
 from runner._report_page import trace_line, write_report_page
 from runner._request import Api, Completion, GenerationRequest, Style
@@ -41,7 +42,9 @@ def _work(i: int) -> Work:
     return Work(id=f"item-{i}", index=i, input={"t": i}, request=request, key=request.key())
 
 
-def write_run(run_dir: Path, *, items: int, nodes: tuple[str, ...]) -> None:
+def write_run(
+    run_dir: Path, *, items: int, nodes: tuple[str, ...], estimate: Estimate | None = None
+) -> None:
     """A run directory as a run leaves it: requests.jsonl, results.jsonl (two items failed,
     one request timed out, one rejected)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,7 @@ def write_run(run_dir: Path, *, items: int, nodes: tuple[str, ...]) -> None:
         requests_sent=items,
         wall_time_s=float(items),
         nodes={name: _node_line(items // len(nodes)) for name in nodes},
+        estimate=estimate,
     )
     write_report_page(run_dir, report)
 
@@ -113,6 +117,26 @@ def test_a_large_run_draws_every_kth_request_and_says_so(
     page = (tmp_path / "report.html").read_text()
     assert page.count("<title>item-") == 10
     assert "every 4th drawn" in page
+
+
+def test_the_page_sets_the_estimate_beside_what_the_run_did(tmp_path: Path) -> None:
+    tally = TokenTally(context=2048)
+    for i in range(40):
+        tally.add(max_tokens=50, answers=1)
+        tally.count(f"item-{i}", 30, room=50)
+    found = estimate(tally, speeds={"alpha": 10.0}, prices={"alpha": 3.6})
+    write_run(tmp_path, items=40, nodes=("alpha",), estimate=found)
+    page = (tmp_path / "report.html").read_text()
+    assert "Estimate and actual" in page
+    assert "<td>output tokens</td><td>at most 2,000</td><td>400</td>" in page
+    assert "<td>time</td><td>at most 200 s</td><td>40 s</td>" in page
+    assert "<td>prompt tokens</td><td>1,200</td>" in page
+    assert "<td>cost</td><td>at most 0.2</td>" in page  # 200 s at 3.6/hour
+
+
+def test_a_page_without_an_estimate_has_no_such_table(tmp_path: Path) -> None:
+    write_run(tmp_path, items=6, nodes=("alpha",))
+    assert "Estimate and actual" not in (tmp_path / "report.html").read_text()
 
 
 def test_a_run_that_sent_nothing_still_gets_a_page(tmp_path: Path) -> None:

@@ -1,0 +1,210 @@
+"""The estimate of a run before it starts, and the time it still needs while it runs (pure).
+
+:class:`Estimate` is what the pre-flight (:mod:`runner._preflight`) learnt: the prompt tokens
+of the items about to be sent, the most output tokens they can ask for, the prompts that do
+not fit the context, the cluster's measured speed, and from those the longest the run should
+take and what it should cost. It is printed before the run (and by a dry run) and kept in
+``report.json`` beside what the run actually did. :func:`eta_seconds` is the running ETA,
+counted in output tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+EXAMPLES = 5  # prompts that do not fit the context named in the message and the estimate
+
+
+@dataclass(frozen=True)
+class TooLong:
+    """An item whose prompt and ``max_tokens`` do not fit the context."""
+
+    id: str
+    prompt_tokens: int
+    max_tokens: int
+
+
+@dataclass
+class TokenTally:
+    """Prompt and output tokens added up over the items, one at a time.
+
+    Attributes:
+        items: items added.
+        counted: items whose prompt tokens were counted (all of them, or none).
+        prompt_tokens: their prompt tokens.
+        longest_prompt: the most tokens of one prompt.
+        output_tokens_max: the most output tokens the items can ask for (each request's
+            ``max_tokens`` times its answers per request).
+        too_long: items whose prompt and ``max_tokens`` do not fit ``context``;
+            ``examples`` names the first few.
+    """
+
+    context: int | None = None
+    items: int = 0
+    counted: int = 0
+    prompt_tokens: int = 0
+    longest_prompt: int = 0
+    output_tokens_max: int = 0
+    too_long: int = 0
+    examples: list[TooLong] = field(default_factory=list)
+
+    def add(self, *, max_tokens: int, answers: int) -> None:
+        """Add one item: its ``max_tokens`` and answers per request (0 for a choice job,
+        which generates nothing)."""
+        self.items += 1
+        self.output_tokens_max += max_tokens * answers
+
+    def count(self, id: str, prompt_tokens: int, *, room: int) -> None:
+        """Add an item's prompt tokens, with the tokens its answer needs beside them."""
+        self.counted += 1
+        self.prompt_tokens += prompt_tokens
+        self.longest_prompt = max(self.longest_prompt, prompt_tokens)
+        if self.context is not None and prompt_tokens + room > self.context:
+            self.too_long += 1
+            if len(self.examples) < EXAMPLES:
+                self.examples.append(TooLong(id, prompt_tokens, room))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run should take, from the pre-flight; ``report.json``'s ``estimate``.
+
+    Attributes:
+        items: the items about to be sent (those an earlier run answered left out).
+        prompt_tokens: their prompt tokens (``None``: not counted, ``not_counted`` says why).
+        longest_prompt: the most tokens of one prompt.
+        context: the smallest context of the nodes, in tokens (``None``: no node said).
+        too_long: items whose prompt and max_tokens do not fit it; ``examples`` the first.
+        output_tokens_max: the most output tokens the items can ask for.
+        tokens_per_s: the cluster's output tokens per second, all slots busy, from the speed
+            probe (``None``: not probed, or no node answered it).
+        seconds_max: the longest the run should take: ``output_tokens_max`` at that speed.
+        price_per_hour: the priced nodes' hourly prices added up (``None``: no prices).
+        cost_max: what ``seconds_max`` of the priced nodes costs.
+        not_counted: why the prompt tokens were not counted, when they were not.
+    """
+
+    items: int
+    prompt_tokens: int | None
+    longest_prompt: int | None
+    context: int | None
+    too_long: int
+    examples: tuple[TooLong, ...]
+    output_tokens_max: int
+    tokens_per_s: float | None
+    seconds_max: float | None
+    price_per_hour: float | None
+    cost_max: float | None
+    not_counted: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The estimate as ``report.json`` holds it."""
+        value = asdict(self)
+        value["examples"] = [asdict(e) for e in self.examples]
+        return value
+
+
+def estimate(
+    tally: TokenTally,
+    *,
+    speeds: Mapping[str, float | None],
+    prices: Mapping[str, float | None],
+    not_counted: str | None = None,
+) -> Estimate:
+    """The estimate from a tally, each node's probed output tokens per second and its hourly
+    price (by node name; ``None`` where unknown)."""
+    measured = [s for s in speeds.values() if s]
+    tokens_per_s = sum(measured) if measured else None
+    seconds = None
+    if tokens_per_s and tally.output_tokens_max:
+        seconds = tally.output_tokens_max / tokens_per_s
+    priced = [p for p in prices.values() if p is not None]
+    price = sum(priced) if priced else None
+    cost = None if price is None or seconds is None else price * seconds / 3600
+    counted = tally.items > 0 and tally.counted == tally.items
+    return Estimate(
+        items=tally.items,
+        prompt_tokens=tally.prompt_tokens if counted else None,
+        longest_prompt=tally.longest_prompt if counted else None,
+        context=tally.context,
+        too_long=tally.too_long,
+        examples=tuple(tally.examples),
+        output_tokens_max=tally.output_tokens_max,
+        tokens_per_s=None if tokens_per_s is None else round(tokens_per_s, 2),
+        seconds_max=None if seconds is None else round(seconds, 1),
+        price_per_hour=price,
+        cost_max=None if cost is None else round(cost, 6),
+        not_counted=None if counted or tally.items == 0 else not_counted,
+    )
+
+
+def too_long_message(found: Estimate) -> str:
+    """The one line a run stops with when prompts do not fit the context."""
+    first = found.examples[0]
+    named = ", ".join(f"'{e.id}' ({e.prompt_tokens} tokens)" for e in found.examples)
+    return (
+        f"{found.too_long} of {found.items} prompts do not fit the context of {found.context} "
+        f"tokens with max_tokens={first.max_tokens} (the node would drop their beginning): "
+        f"{named}; shorten them, lower job.max_tokens, or set job.allow_prompt_truncation=true"
+    )
+
+
+def describe(found: Estimate) -> list[str]:
+    """The estimate in a few lines, for the console."""
+    if found.prompt_tokens is not None:
+        tokens = f"{found.prompt_tokens:,} prompt tokens (longest {found.longest_prompt:,})"
+    else:
+        tokens = f"prompt tokens not counted ({found.not_counted or 'no items'})"
+    context = f", context {found.context:,}" if found.context is not None else ""
+    lines = [
+        f"items: {found.items:,}; {tokens}{context}; "
+        f"at most {found.output_tokens_max:,} output tokens"
+    ]
+    if found.seconds_max is not None and found.tokens_per_s is not None:
+        line = (
+            f"time: at most {_duration(found.seconds_max)} at the probed "
+            f"{found.tokens_per_s:,.1f} output tokens/s"
+        )
+        if found.cost_max is not None:
+            line += f"; cost: at most {found.cost_max:,.4f} ({found.price_per_hour:g}/hour)"
+        lines.append(line)
+    elif found.output_tokens_max:
+        lines.append(
+            "time: not estimated before the run (no speed probe: preflight.probe_speed, or no "
+            "node answered it); the ETA measures the run"
+        )
+    if found.too_long:
+        lines.append(f"too long for the context: {found.too_long} prompts")
+    return lines
+
+
+def eta_seconds(
+    *,
+    items_left: int,
+    answered: int,
+    output_tokens: int,
+    elapsed: float,
+    tokens_per_answer: float | None,
+    probed_tokens_per_s: float | None,
+) -> float | None:
+    """Seconds the run still needs, counted in output tokens: the items left times the
+    output tokens of an answer (the mean observed once a few answers are in, until then the
+    most an answer may have), at the output tokens per second observed so far (the probe's
+    speed until the first tokens arrive). ``None`` when there is nothing to go on."""
+    if items_left <= 0:
+        return 0.0
+    per_answer = output_tokens / answered if answered >= 3 else tokens_per_answer
+    rate = output_tokens / elapsed if output_tokens and elapsed > 0 else probed_tokens_per_s
+    if not per_answer or not rate:
+        return None
+    return items_left * per_answer / rate
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
