@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -299,6 +300,13 @@ async def roll_call(
         for i in range(len(specs)):
             nursery.start_soon(one, i)
     return RollCall(resolved, down, contexts)
+
+
+def take_roll_call(
+    specs: Sequence[NodeSpec], *, api: Api, engine_id: str, settings: EngineConfig
+) -> RollCall:
+    """:func:`roll_call` from synchronous code: a trio run of its own."""
+    return trio.run(partial(roll_call, specs, api=api, engine_id=engine_id, settings=settings))
 
 
 def unreachable(call: RollCall) -> str:

@@ -22,16 +22,21 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from functools import partial
 from itertools import chain, islice
 
 import trio
 
 from ._client import NodeClient
+from ._cluster import RollCall
 from ._config import PreflightConfig, ProbeSpeed, RunConfig
-from ._errors import NodeError
-from ._estimate import Estimate, TokenTally, estimate
+from ._errors import ConfigError, NodeError
+from ._estimate import Estimate, TokenTally, describe, estimate, too_long_message
+from ._journal import Store
 from ._nodes import NodeSpec
+from ._plan import Plan
 from ._request import GenerationRequest
+from ._resume_index import LOOKUP_BATCH
 from ._work import Work
 
 log = logging.getLogger("runner")
@@ -230,3 +235,50 @@ async def preflight(
     speeds = await probe_speeds(generating, nodes, cfg)
     prices = {node.name: node.price_per_hour for node in nodes}
     return estimate(tally, speeds=speeds, prices=prices, not_counted=reason)
+
+
+def _unanswered(plan: Plan, store: Store | None) -> Iterator[Work]:
+    """The plan's work the store does not hold (all of it without a store), a batch of keys
+    asked at a time."""
+    works = plan.work()
+    if store is None:
+        yield from works
+        return
+    while batch := list(islice(works, LOOKUP_BATCH)):
+        held = store.offsets([work.key for work in batch])
+        yield from (work for work in batch if work.key not in held)
+
+
+def preflight_run(
+    cfg: RunConfig,
+    plan: Plan,
+    nodes: list[NodeSpec],
+    call: RollCall,
+    store: Store | None,
+    max_tokens: int,
+) -> Estimate:
+    """The pre-flight of a run: of the work about to be sent (not what ``store`` holds), on
+    the nodes of the roll call that are up; its estimate logged.
+
+    Raises:
+        ConfigError: prompts do not fit the context and the job does not allow it (nothing
+            has been sent or changed yet).
+    """
+    up = [node for node in nodes if node.name not in call.down]
+    found = trio.run(
+        partial(
+            preflight,
+            _unanswered(plan, store),
+            up,
+            cfg,
+            contexts=call.contexts,
+            max_tokens=max_tokens,
+        )
+    )
+    for line in describe(found):
+        log.info("estimate: %s", line)
+    if found.too_long:
+        if not cfg.job.allow_prompt_truncation:
+            raise ConfigError(too_long_message(found))
+        log.warning("job.allow_prompt_truncation: %s", too_long_message(found))
+    return found

@@ -1,10 +1,12 @@
 """One run of a job, from a checked configuration to the files it leaves behind.
 
-Order of events: prepare the job → a dry run scans it (every prompt rendered, nothing sent) and
-stops → take the job's lock (one runner per job) → scan the job → with ``resume=false``, drop
-the store's records of the work about to be redone → open the journals → start or resolve the
-nodes → ask the nodes whose slots are not configured how many they run at once → run the
-engine, journaling each result as it arrives → write ``report.json`` and the job's output file.
+Order of events: prepare the job → a dry run prints the plan and its estimate and stops
+(:mod:`runner._dry_run`) → take the job's lock (one runner per job) → scan the job → start or
+resolve the nodes → the roll call (each node's slots, where not configured, and context) →
+the pre-flight counts the unanswered prompts' tokens and stops the run if any is too long
+(:mod:`runner._preflight`) → with ``resume=false``, drop the store's records of the work
+about to be redone → open the journals → run the engine, journaling each result as it
+arrives → write ``report.json``, ``report.html`` and the job's output file.
 Ctrl-C and SIGTERM end the engine the same way (see :mod:`runner._signals`); a file that cannot
 be written is a :class:`~runner._errors.StorageError`.
 """
@@ -24,53 +26,33 @@ import trio
 from rich.console import Console
 
 from . import _records
-from ._batch_output import FILES as BATCH_FILES
 from ._batch_output import write_batch_files
-from ._cluster import (
-    RollCall,
-    answering_nodes,
-    describe_slots,
-    remote_nodes,
-    roll_call,
-    started_nodes,
-)
-from ._config import ClusterKind, JobKind, ProbeSpeed, RunConfig, ShardNodes
+from ._cluster import answering_nodes, describe_slots, remote_nodes, started_nodes, take_roll_call
+from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
+from ._dry_run import dry_run
 from ._engine import Engine
-from ._errors import (
-    ClusterUnavailable,
-    ConfigError,
-    RequestsRefused,
-    StorageError,
-    storage_errors,
-)
-from ._estimate import Estimate, describe, too_long_message
+from ._errors import ClusterUnavailable, ConfigError, RequestsRefused, StorageError, storage_errors
+from ._estimate import Estimate
 from ._journal import Journal, Store, drop_records
-from ._latest import link_latest
 from ._limits import ensure_descriptors
 from ._lock import JobLock
-from ._nodes import NodeSpec, SlotsFrom
-from ._outcome import (
-    EXIT_CONFIG,
-    EXIT_FAILED_ITEMS,
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    Outcome,
-)
+from ._nodes import NodeSpec
+from ._outcome import EXIT_CONFIG, EXIT_FAILED_ITEMS, EXIT_OK, EXIT_UNAVAILABLE, Outcome
 from ._output import output_filename, write_output
 from ._plan import Plan, prepare
-from ._preflight import preflight
+from ._preflight import preflight_run
 from ._progress import FailedIds, catch_up_progress, show_progress, summary_table
-from ._report import RunReport, ShardLine, build_report, write_json
-from ._report_page import FILES as PAGE_FILES
+from ._report import RunReport, build_report, write_json
 from ._report_page import trace_line, write_report_page
 from ._resume_index import LOOKUP_BATCH
+from ._run_dir import link_latest, set_aside_earlier_run
 from ._sampling import sampling_params
 from ._shard import (
     JobFingerprint,
     Shard,
     job_fingerprint,
-    nodes_rule,
     resolve_shard,
+    shard_line,
     shard_nodes,
     share_slots,
 )
@@ -116,7 +98,8 @@ def run(
         whole = job_fingerprint(plan.work())
         plan = replace(plan, shard=shard)
     if cfg.dry_run:
-        return _dry_run(cfg, plan, plan.scan(), console, whole, run_dir=run_dir)
+        journal = journal_path(cfg, shard)
+        return dry_run(cfg, plan, plan.scan(), console, whole, run_dir=run_dir, journal=journal)
     store_path = journal_path(cfg, shard)
     with JobLock(store_path):  # one runner per job (shard): a second one stops here
         return _locked_run(cfg, plan, store_path, run_dir, console, stop or StopSignal(), whole)
@@ -127,28 +110,6 @@ def journal_path(cfg: RunConfig, shard: Shard | None) -> Path:
     its own ``<job>.shard-I-of-N.jsonl`` (shards never share a journal or its lock)."""
     name = cfg.job.name if shard is None else f"{cfg.job.name}.{shard.name}"
     return Path(cfg.journal_dir) / f"{name}.jsonl"
-
-
-def _shard_line(
-    cfg: RunConfig, shard: Shard, items: int, whole: JobFingerprint, store_path: Path
-) -> ShardLine:
-    output = cfg.job.output
-    return ShardLine(
-        index=shard.index,
-        count=shard.count,
-        source=shard.source,
-        items=items,
-        job_items=whole.items,
-        fingerprint=whole.digest,
-        nodes="local" if cfg.cluster.kind is ClusterKind.local else cfg.shard_nodes.value,
-        journal=str(store_path),
-        output={
-            "filename": output.filename,
-            "shape": output.shape.value,
-            "key_field": output.key_field,
-            "format": output.format.value,
-        },
-    )
 
 
 def _locked_run(
@@ -178,7 +139,7 @@ def _locked_run(
         )
     with storage_errors(run_dir, "prepare the run directory"):
         run_dir.mkdir(parents=True, exist_ok=True)  # a local cluster's logs go there
-    link_latest(run_dir)  # outputs/runs/latest_<job> → this run (runner/_latest.py)
+    link_latest(run_dir)  # outputs/runs/latest_<job> → this run (runner/_run_dir.py)
     results_path = run_dir / "results.jsonl"
     started = time.monotonic()
     restarts: dict[str, int] = {}
@@ -191,7 +152,9 @@ def _locked_run(
         listed=listed,
     ) as configured:
         ensure_descriptors(_connections(configured, cfg))  # the roll call opens them all
-        call = _roll_call(cfg, configured)
+        call = take_roll_call(
+            configured, api=cfg.model.api, engine_id=cfg.model.engine, settings=cfg.engine
+        )
         try:  # before anything of the run directory or the journal changes
             max_tokens = sampling_params(cfg.model, cfg.job)["max_tokens"]
             nodes = answering_nodes(call, max_tokens=max_tokens)
@@ -208,7 +171,7 @@ def _locked_run(
         else:  # the new results supersede the old: at most one accepted record per key
             store = None
         try:
-            found = _preflight(cfg, plan, nodes, call, store, max_tokens)
+            found = preflight_run(cfg, plan, nodes, call, store, max_tokens)
         except ConfigError:  # prompts too long: the run stops before anything changed
             if store is not None:
                 store.close()
@@ -218,7 +181,7 @@ def _locked_run(
             if dropped:
                 log.info("resume=false: %d earlier results of this work were dropped", dropped)
         with storage_errors(run_dir, "prepare the run directory"):
-            earlier = _set_aside_earlier_run(run_dir, output_filename(cfg.job.output))
+            earlier = set_aside_earlier_run(run_dir, output_filename(cfg.job.output))
         if earlier is not None:
             log.info("the run directory held an earlier run: its files were moved to %s", earlier)
         with (
@@ -243,7 +206,7 @@ def _locked_run(
     report, failures, stopped = ended.report, ended.failures, ended.report.stopped
     interrupted, refused = ended.interrupted, ended.refused
     if shard is not None and whole is not None:
-        report = replace(report, shard=_shard_line(cfg, shard, total, whole, store_path))
+        report = replace(report, shard=shard_line(cfg, shard, total, whole, store_path))
     with storage_errors(run_dir, "write report.json and the output"):
         write_json(run_dir / "report.json", report.to_json())
         write_report_page(run_dir, report)
@@ -406,70 +369,6 @@ def _engine_run(
     return _Ended(report, failures, interrupted, refused)
 
 
-def _unanswered(plan: Plan, store: Store | None) -> Iterator[Work]:
-    """The plan's work the store does not hold (all of it without a store), a batch of keys
-    asked at a time."""
-    works = plan.work()
-    if store is None:
-        yield from works
-        return
-    while batch := list(islice(works, LOOKUP_BATCH)):
-        held = store.offsets([work.key for work in batch])
-        yield from (work for work in batch if work.key not in held)
-
-
-def _preflight(
-    cfg: RunConfig,
-    plan: Plan,
-    nodes: list[NodeSpec],
-    call: RollCall,
-    store: Store | None,
-    max_tokens: int,
-) -> Estimate:
-    """The pre-flight of the work about to be sent (runner/_preflight.py), its estimate
-    logged. Raises :class:`ConfigError` when prompts do not fit the context, unless the job
-    allows it: nothing has been sent or changed yet."""
-    up = [node for node in nodes if node.name not in call.down]
-    found = trio.run(
-        partial(
-            preflight,
-            _unanswered(plan, store),
-            up,
-            cfg,
-            contexts=call.contexts,
-            max_tokens=max_tokens,
-        )
-    )
-    for line in describe(found):
-        log.info("estimate: %s", line)
-    if found.too_long:
-        if not cfg.job.allow_prompt_truncation:
-            raise ConfigError(too_long_message(found))
-        log.warning("job.allow_prompt_truncation: %s", too_long_message(found))
-    return found
-
-
-def _set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:
-    """Move an earlier run's files out of the way when a run directory is reused
-    (``hydra.run.dir=`` pinned), so this run's files describe this run alone and nothing of
-    the earlier one is overwritten. Returns where they went, if anywhere."""
-    present = [
-        run_dir / name
-        for name in ("results.jsonl", "report.json", *PAGE_FILES, output, *BATCH_FILES)
-        if name and (run_dir / name).exists()
-    ]
-    if not present:
-        return None
-    n = 1
-    while (run_dir / f"previous-{n}").exists():
-        n += 1
-    destination = run_dir / f"previous-{n}"
-    destination.mkdir()
-    for path in present:
-        path.rename(destination / path.name)
-    return destination
-
-
 async def _drive(
     engine: Engine,
     work: Iterator[Work],
@@ -494,96 +393,3 @@ async def _drive(
         # (found as the work streams), for the engine's tail rule.
         await engine.run(work, size=lambda: total - reused())
         nursery.cancel_scope.cancel()
-
-
-def _dry_run(
-    cfg: RunConfig,
-    plan: Plan,
-    total: int,
-    console: Console,
-    whole: JobFingerprint | None = None,
-    *,
-    run_dir: Path,
-) -> Outcome:
-    """Print the plan and its first prompts, then the pre-flight's estimate (the nodes are
-    asked to tokenize and for the speed probe only; a local cluster is started for it).
-
-    Raises:
-        ConfigError: prompts do not fit the context (unless the job allows it).
-    """
-    nodes = remote_nodes(cfg.cluster, cfg.engine)
-    console.print(f"[bold]Dry run[/] of job '{cfg.job.name}': nothing is sent.")
-    console.print(f"  items: {total} from {plan.input_path}")
-    if plan.shard is not None and whole is not None:
-        is_local = cfg.cluster.kind is ClusterKind.local
-        console.print(
-            f"  shard: {plan.shard.label} ({plan.shard.source}): {total} of the job's "
-            f"{whole.items} items, journal {journal_path(cfg, plan.shard)}, "
-            f"nodes: {nodes_rule(plan.shard, cfg.shard_nodes, local=is_local)}",
-            markup=False,
-            soft_wrap=True,
-        )
-        nodes = shard_nodes(nodes, plan.shard, cfg.shard_nodes) if nodes else nodes
-    console.print(
-        f"  model: {cfg.model.name} (engine '{cfg.model.engine}', {cfg.model.api.value}, "
-        f"{cfg.model.style.value})"
-    )
-    if nodes:
-        console.print(f"  nodes: {len(nodes)}: {describe_slots(nodes)}", markup=False)
-        if any(n.slots_from is SlotsFrom.default for n in nodes):
-            console.print("  (nodes marked default are asked for their slots when the run starts)")
-    else:
-        local = cfg.cluster.local
-        console.print(
-            f"  nodes: local cluster of {local.nodes or 'one per core'} {local.server.value} nodes"
-        )
-    for i, work in enumerate(plan.work()):
-        if i == 3:
-            break
-        console.print(f"  --- prompt {i + 1} (id {work.id}) ---", markup=False)
-        if work.request.system:
-            console.print(f"  [system] {work.request.system}", markup=False)
-        console.print(work.request.prompt, markup=False)
-        if work.request.choices is not None:  # a choice job: scored, not generated
-            console.print(f"  [labels] {', '.join(work.request.choices.labels)}", markup=False)
-    if cfg.preflight.count_tokens or cfg.preflight.probe_speed is not ProbeSpeed.never:
-        found = _dry_preflight(cfg, plan, nodes, run_dir)
-        console.print("[bold]Estimate[/] (docs/preflight.md):")
-        for line in describe(found):
-            console.print(f"  {line}", markup=False, soft_wrap=True)
-        if found.too_long and not cfg.job.allow_prompt_truncation:
-            raise ConfigError(too_long_message(found))
-    return Outcome(EXIT_OK, f"{cfg.job.name}: dry run, {total} items, no item sent")
-
-
-def _dry_preflight(cfg: RunConfig, plan: Plan, listed: list[NodeSpec], run_dir: Path) -> Estimate:
-    """The pre-flight of a dry run: the whole job, on the nodes that answer the roll call."""
-    with (
-        storage_errors(run_dir, "prepare the run directory"),
-        started_nodes(
-            cfg.cluster,
-            cfg.engine,
-            engine_id=cfg.model.engine,
-            log_dir=_made(run_dir),
-            listed=listed,
-        ) as configured,
-    ):
-        call = _roll_call(cfg, configured)
-        up = [node for node in call.nodes if node.name not in call.down]
-        max_tokens = sampling_params(cfg.model, cfg.job)["max_tokens"]
-        return trio.run(
-            partial(preflight, plan.work(), up, cfg, contexts=call.contexts, max_tokens=max_tokens)
-        )
-
-
-def _roll_call(cfg: RunConfig, nodes: list[NodeSpec]) -> RollCall:
-    """Ask every node, at once, whether it is up and serves the model (see ``roll_call``)."""
-    call = partial(
-        roll_call, nodes, api=cfg.model.api, engine_id=cfg.model.engine, settings=cfg.engine
-    )
-    return trio.run(call)
-
-
-def _made(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -28,10 +28,12 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from ._config import ShardNodes
+from ._config import ClusterKind, RunConfig, ShardNodes
 from ._errors import ConfigError
 from ._nodes import NodeSpec
+from ._report import ShardLine
 from ._work import Work
 
 SLURM_INDEX = "SLURM_ARRAY_TASK_ID"
@@ -248,3 +250,27 @@ def job_fingerprint(works: Iterable[Work]) -> JobFingerprint:
         digest.update(f"{work.index}\t{work.id}\t{work.key}\n".encode())
         count += 1
     return JobFingerprint(count, f"sha256:{digest.hexdigest()}")
+
+
+def shard_line(
+    cfg: RunConfig, shard: Shard, items: int, whole: JobFingerprint, store_path: Path
+) -> ShardLine:
+    """What the ``report.json`` of ``shard`` says of it (``items``: the shard's; ``whole``:
+    the whole job's fingerprint; ``store_path``: the shard's journal)."""
+    output = cfg.job.output
+    return ShardLine(
+        index=shard.index,
+        count=shard.count,
+        source=shard.source,
+        items=items,
+        job_items=whole.items,
+        fingerprint=whole.digest,
+        nodes="local" if cfg.cluster.kind is ClusterKind.local else cfg.shard_nodes.value,
+        journal=str(store_path),
+        output={
+            "filename": output.filename,
+            "shape": output.shape.value,
+            "key_field": output.key_field,
+            "format": output.format.value,
+        },
+    )

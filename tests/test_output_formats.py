@@ -1,5 +1,5 @@
 """``job.output.format: csv | parquet`` (runner/_table.py) and the ``latest_<job>`` link
-(runner/_latest.py)."""
+(runner/_run_dir.py)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from runner._config import (
     RunConfig,
 )
 from runner._errors import ConfigError
-from runner._latest import link_latest
 from runner._output import output_filename, write_output
 from runner._request import Api, Completion, GenerationRequest, Style
+from runner._run_dir import link_latest
 from runner._work import Work
 
 ROOT = Path(__file__).resolve().parents[1]

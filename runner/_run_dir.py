@@ -1,7 +1,8 @@
-"""The ``latest_<job>`` link beside a job's run directories: ``outputs/runs/latest_<job>`` →
-``<date>/<time>_<job>``, the job's newest run, updated as each run starts.
+"""The run directory's housekeeping: an earlier run's files set aside when a directory is
+reused, and the ``latest_<job>`` link beside a job's run directories.
 
-Only a run directory laid out the default way (``<runs>/<date>/<time>_<job>``, see
+``outputs/runs/latest_<job>`` → ``<date>/<time>_<job>`` is the job's newest run, updated as
+each run starts. Only a run directory laid out the default way (``<runs>/<date>/<time>_<job>``, see
 ``conf/config.yaml``) gets one; a shard's link keeps the shard's suffix
 (``latest_<job>_shard-I-of-N``). The link is relative, so the tree can be moved, and it is
 replaced atomically: a new link is made beside it and renamed over it, so a reader follows
@@ -17,9 +18,14 @@ import os
 import re
 from pathlib import Path
 
+from ._batch_output import FILES as BATCH_FILES
+from ._report_page import FILES as PAGE_FILES
+
 log = logging.getLogger("runner")
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# What a run writes into its directory, besides the job's output file and the nodes' logs.
+RUN_FILES = ("results.jsonl", "report.json", *PAGE_FILES, *BATCH_FILES)
 _RUN = re.compile(r"[0-9-]+_(?P<job>.+)")  # <time>_<job>[_shard-I-of-N]
 
 
@@ -42,3 +48,23 @@ def link_latest(run_dir: Path) -> Path | None:
             temporary.unlink(missing_ok=True)
         return None
     return link
+
+
+def set_aside_earlier_run(run_dir: Path, output: str | None) -> Path | None:
+    """Move an earlier run's files out of the way when a run directory is reused
+    (``hydra.run.dir=`` pinned), so this run's files describe this run alone and nothing of
+    the earlier one is overwritten (``output``: the job's consolidated output file, if it
+    has one). Returns where they went, if anywhere."""
+    present = [
+        run_dir / name for name in (*RUN_FILES, output) if name and (run_dir / name).exists()
+    ]
+    if not present:
+        return None
+    n = 1
+    while (run_dir / f"previous-{n}").exists():
+        n += 1
+    destination = run_dir / f"previous-{n}"
+    destination.mkdir()
+    for path in present:
+        path.rename(destination / path.name)
+    return destination
