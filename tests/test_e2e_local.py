@@ -79,6 +79,42 @@ def test_movie_details_results_and_report_follow_the_contract(
     assert all(n["requests"] > 0 and n["tokens_per_s"] > 0 for n in nodes.values()), nodes
 
 
+def test_the_report_holds_the_pre_flight_estimate_counted_by_the_model_tokenizer(
+    details_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    tmp, proc = details_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    estimate = json.loads((tmp / "run" / "report.json").read_text())["estimate"]
+    assert estimate["items"] == 20 and estimate["not_counted"] is None, estimate
+    assert estimate["too_long"] == 0 and estimate["context"] > 0
+    # every prompt holds the job's instructions: many tokens each, the longest within context
+    assert estimate["prompt_tokens"] >= 20 * 20
+    assert 20 <= estimate["longest_prompt"] < estimate["context"]
+    assert estimate["output_tokens_max"] >= 20
+
+
+def test_a_dry_run_prints_the_estimate_and_sends_no_item(tmp_path: Path) -> None:
+    proc = runner(tmp_path, "job=movie_details", "dry_run=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "prompt tokens (longest" in out and "output tokens/s" in out, out[-3000:]
+    assert "no item sent" in out + proc.stderr
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_a_prompt_too_long_for_the_context_stops_the_run_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    titles = tmp_path / "titles.txt"
+    titles.write_text("Alien\n" + " ".join(["word"] * 2100) + "\n")
+    proc = runner(tmp_path, "job=movie_details", f"job.input.path={titles}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "do not fit the context" in line]
+    assert len(errors) == 1 and "1 of 2 prompts" in errors[0], proc.stderr[-3000:]
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+    assert not (tmp_path / "run" / "movie_details.json").exists()
+
+
 def test_the_run_directory_holds_a_report_page_that_loads_in_a_browser(
     details_run: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
@@ -131,3 +167,37 @@ def test_openai_backend_runs_movie_details_on_llama_cpp_server(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr[-3000:]
     details = json.loads((tmp_path / "run" / "movie_details.json").read_text())
     assert len(details) == 20
+
+
+def test_a_priced_real_node_gets_an_estimate_before_and_a_measured_cost_after(
+    tmp_path: Path,
+) -> None:
+    from tests._realnode import running_node
+
+    titles = tmp_path / "titles.txt"
+    titles.write_text("Alien\nHeat\nJaws\n")
+    with running_node(tmp_path / "node", n_parallel=2) as node:
+        address = node.url.removeprefix("http://")
+        common = (
+            "job=movie_synopsis",
+            f"job.input.path={titles}",
+            "job.max_tokens=32",
+            "cluster=static",
+            f"cluster.nodes=[{{address: '{address}', price_per_hour: 3.6}}]",
+        )
+        dry = runner(tmp_path, *common, "dry_run=true", run="dry")
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        # 3 items × 32 tokens at most, at the probed speed, at 3.6 an hour
+        assert "at most 96 output tokens" in dry.stdout and "cost: at most" in dry.stdout
+        proc = runner(tmp_path, *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    (line,) = report["nodes"].values()
+    assert line["price_per_hour"] == 3.6
+    # a node is paid for the whole wall time: 3.6 an hour is 0.001 a second
+    assert line["cost"] == pytest.approx(report["wall_time_s"] * 0.001, rel=0.05)
+    tokens = report["totals"]["output_tokens"]
+    assert report["totals"]["cost"] == line["cost"] and tokens > 0
+    per_token = report["totals"]["cost_per_1m_output_tokens"]
+    assert per_token == pytest.approx(line["cost"] / tokens * 1e6, rel=1e-3)
+    assert report["estimate"]["output_tokens_max"] == 96

@@ -1,0 +1,112 @@
+"""``python -m bench.preflight``: what the pre-flight costs on the real local cluster.
+
+The job is ``movie_details`` over ``--items`` titles (``prompts/movies.txt`` repeated, each
+repeat marked, so every prompt is new). On one local cluster of ``--nodes`` open nodes, each
+round times, interleaved: counting every prompt's tokens with the nodes' tokenize (what every
+run does before it sends anything), and the speed probe (what a dry run adds). Prints each
+round, the medians, items counted per second, and the load average before and after;
+``--out`` writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.real_adaptive import titles_file
+from bench.real_model import job_config
+from runner._cluster import remote_nodes, take_roll_call
+from runner._config import RunConfig
+from runner._estimate import TokenTally
+from runner._local import local_cluster
+from runner._nodes import NodeSpec
+from runner._plan import prepare
+from runner._preflight import count_tokens, probe_speeds
+from runner._sampling import sampling_params
+
+
+def one_round(
+    cfg: RunConfig, nodes: Sequence[NodeSpec], contexts: dict[str, int]
+) -> dict[str, Any]:
+    """Count every item's tokens, then probe the nodes' speed; the seconds of each."""
+    plan = prepare(cfg)
+    max_tokens = sampling_params(cfg.model, cfg.job)["max_tokens"]
+    tally = TokenTally(context=min(contexts.values()) if contexts else None)
+    started = time.perf_counter()
+    reason = trio.run(partial(count_tokens, plan.work(), nodes, cfg, tally, max_tokens=max_tokens))
+    counting = time.perf_counter() - started
+    if reason is not None:
+        raise SystemExit(f"the tokens were not all counted: {reason}")
+    requests = [work.request for _, work in zip(range(8), plan.work(), strict=False)]
+    started = time.perf_counter()
+    speeds = trio.run(probe_speeds, requests, nodes, cfg)
+    probing = time.perf_counter() - started
+    return {
+        "items": tally.items,
+        "prompt_tokens": tally.prompt_tokens,
+        "count_s": round(counting, 3),
+        "items_per_s": round(tally.items / counting, 1),
+        "probe_s": round(probing, 3),
+        "tokens_per_s": round(sum(s for s in speeds.values() if s), 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.preflight", description=__doc__)
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    print("load average before:", " ".join(f"{x:.2f}" for x in load_before))
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        titles = titles_file(tmp, args.items)
+        with local_cluster(nodes=args.nodes, threads=1, parallel=4) as cluster:
+            extra = [f"job.input.path={titles}", "preflight.probe_speed=always"]
+            cfg = job_config("movie_details", [n.address for n in cluster], tmp, extra)
+            listed = remote_nodes(cfg.cluster, cfg.engine)
+            call = take_roll_call(
+                listed, api=cfg.model.api, engine_id=cfg.model.engine, settings=cfg.engine
+            )
+            nodes = [n for n in call.nodes if n.name not in call.down]
+            for i in range(args.rounds):
+                figures = one_round(cfg, nodes, call.contexts)
+                print(f"round {i + 1}", json.dumps(figures))
+                rounds.append(figures)
+    medians = {
+        key: statistics.median(r[key] for r in rounds)
+        for key in ("count_s", "items_per_s", "probe_s", "tokens_per_s")
+    }
+    load_after = os.getloadavg()
+    print(f"medians over {len(rounds)} rounds, {args.items} items, {args.nodes} nodes:")
+    print(json.dumps(medians))
+    print("load average after:", " ".join(f"{x:.2f}" for x in load_after))
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {
+                    "rounds": rounds,
+                    "medians": medians,
+                    "load_before": load_before,
+                    "load_after": load_after,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
