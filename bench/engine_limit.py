@@ -1,7 +1,7 @@
 """``python -m bench.engine_limit``: what the node's engine gives with no node and no runner.
 
 The yardstick of ``python -m bench.real_model``. In this one process it loads ``--nodes``
-copies of the node's own :class:`runner.node._engine.Engine` (llama.cpp's server engine,
+copies of the node's own :class:`runner.node._backend.Backend` (llama.cpp's server engine,
 the same parameters as the local cluster's nodes: threads, slots, context per slot, and
 ``reproducible`` off unless ``--reproducible``), builds
 the job's requests exactly as the runner builds them (template, system prompt, schema,
@@ -29,12 +29,12 @@ from typing import Any
 from runner._plan import prepare
 from runner._textsynth import build
 from runner.node._api import parse_chat, parse_completion
-from runner.node._cfg import ModelSpec, NodeConfig
-from runner.node._engine import Engine
+from runner.node._backend import Backend
+from runner.node._cfg import ModelSpec, ServeConfig
 from runner.node._model_file import default_model_path
 
 
-def native_bodies(job: str, engines: Sequence[Engine]) -> list[tuple[Engine, dict[str, Any]]]:
+def native_bodies(job: str, engines: Sequence[Backend]) -> list[tuple[Backend, dict[str, Any]]]:
     """The job's requests as the node would hand them to each engine (round robin)."""
     from bench.real_model import job_config
 
@@ -42,7 +42,7 @@ def native_bodies(job: str, engines: Sequence[Engine]) -> list[tuple[Engine, dic
         cfg = job_config(job, ["127.0.0.1:9"], Path(tmp))  # never contacted
         requests = [build(work.request, stream=False) for work in prepare(cfg).work()]
 
-    async def convert() -> list[tuple[Engine, dict[str, Any]]]:
+    async def convert() -> list[tuple[Backend, dict[str, Any]]]:
         out = []
         for index, (path, body) in enumerate(requests):
             engine = engines[index % len(engines)]
@@ -66,11 +66,11 @@ def measure(
     """Load the engines, send the job through them, return the figures."""
     spec = ModelSpec("smollm2", default_model_path())
     engines = [
-        Engine(
+        Backend(
             spec,
             n_threads=threads,
             n_parallel=parallel,
-            n_ctx=NodeConfig.n_ctx,
+            n_ctx=ServeConfig.n_ctx,
             max_queue=0,
             reproducible=reproducible,
         )
@@ -85,7 +85,7 @@ def measure(
     answers: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def worker(engine: Engine) -> None:
+    def worker(engine: Backend) -> None:
         while True:
             try:
                 body = pending[id(engine)].get_nowait()

@@ -4,7 +4,8 @@ Each module of ``runner/`` is placed in the stage of the run it belongs to (``ST
 one hand-written part: a module missing from it, or named there but gone, is an error, so
 the picture cannot drift from the tree). The arrows are the modules' own imports between
 stages, read with ``ast``; imports within a stage, and of the two modules every stage uses
-(``_errors``, ``_config``: the error tree and the config schema), are left out to keep the
+(``_errors`` and the config schema: ``_config``, ``_choices``, ``_cluster_schema``,
+``_job_schema``), are left out to keep the
 picture legible.
 The stages run left to right in the order a run goes through them.
 """
@@ -20,12 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "runner"
 OUT = ROOT / "docs" / "img" / "architecture.png"
 
-EVERYWHERE = ("_errors", "_config")
+EVERYWHERE = ("_errors", "_config", "_choices", "_cluster_schema", "_job_schema")
 """Modules every stage imports: their arrows are not drawn."""
 
 STAGES: dict[str, tuple[str, ...]] = {
     "entry": ("__main__", "_run", "_help", "_signals", "_limits", "_outcome", "merge"),
-    "config": ("_config", "_checks", "_paths", "_errors"),
+    "config": (
+        "_config",
+        "_choices",
+        "_cluster_schema",
+        "_job_schema",
+        "_checks",
+        "_paths",
+        "_errors",
+    ),
     "plan": (
         "_plan",
         "_inputs",
@@ -40,6 +49,8 @@ STAGES: dict[str, tuple[str, ...]] = {
         "_cluster",
         "_inventory",
         "_local",
+        "_node_process",
+        "_node_watch",
         "_probe",
         "_nodes",
         "_preflight",

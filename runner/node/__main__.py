@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._errors import ConfigError
-from ._cfg import NodeConfig, load_config
+from ._cfg import ServeConfig, load_config
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -53,14 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported only now, so that configuration errors are reported even without llama.cpp.
     from ._app import create_app
-    from ._engine import Engine
+    from ._backend import Backend
 
     for key in cfg.ignored:
         log.info("%s: ignoring ts_server key %r (not used by this node)", cfg.source, key)
-    engines: dict[str, Engine] = {}
+    engines: dict[str, Backend] = {}
     for index, spec in enumerate(cfg.models):
         try:
-            engines[spec.name] = Engine(
+            engines[spec.name] = Backend(
                 spec,
                 n_threads=cfg.n_threads,
                 n_parallel=cfg.n_parallel,
@@ -104,7 +104,7 @@ def _api_key(variable: str | None) -> str | None:
     return key
 
 
-def _setup_logging(cfg: NodeConfig) -> None:
+def _setup_logging(cfg: ServeConfig) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if cfg.log_filename is not None:
         try:

@@ -33,7 +33,8 @@ from ._api import (
     parse_logprob,
     parse_tokenize,
 )
-from ._engine import Engine, EngineError, Outcome, Prompt
+from ._backend import Backend
+from ._results import BackendError, Generation, Prompt
 
 log = logging.getLogger("runner.node")
 
@@ -43,7 +44,7 @@ RETRY_AFTER_S = 1
 
 
 def create_app(
-    engines: Mapping[str, Engine],
+    engines: Mapping[str, Backend],
     *,
     api_key: str | None,
     max_body_bytes: int,
@@ -67,7 +68,7 @@ def create_app(
         ):
             raise ApiError(401, "authorization: missing or wrong Bearer key")
 
-    async def engine_and_body(request: Request) -> tuple[Engine, dict[str, Any]]:
+    async def engine_and_body(request: Request) -> tuple[Backend, dict[str, Any]]:
         authorize(request)
         name = request.path_params["engine"]
         engine = engines.get(name)
@@ -153,7 +154,7 @@ def create_app(
         ],
         exception_handlers={
             ApiError: _api_error,
-            EngineError: _engine_error,
+            BackendError: _backend_error,
             HTTPException: _http_error,
             Exception: _internal_error,
         },
@@ -162,7 +163,7 @@ def create_app(
 
 
 async def _generation(
-    engine: Engine, job: CompletionRequest | ChatRequest, prompt: Prompt, kind: str
+    engine: Backend, job: CompletionRequest | ChatRequest, prompt: Prompt, kind: str
 ) -> Response:
     sampling = job.sampling
     started = time.monotonic()
@@ -171,10 +172,10 @@ async def _generation(
         pieces = engine.stream(prompt, sampling)
         return _stream(engine, admission.release, prompt, pieces, f"{kind} stream", started)
     try:
-        outcomes = await engine.complete(prompt, sampling)
+        generations = await engine.complete(prompt, sampling)
     finally:
         admission.release()
-    body = completion_body(prompt, outcomes, many=sampling.n > 1)
+    body = completion_body(prompt, generations, many=sampling.n > 1)
     _log_generation(engine.name, kind, body, started)
     return JSONResponse(body)
 
@@ -191,24 +192,25 @@ def _log_generation(name: str, kind: str, body: Mapping[str, Any], started: floa
     )
 
 
-def completion_body(prompt: Prompt, outcomes: list[Outcome], *, many: bool) -> dict[str, Any]:
+def completion_body(prompt: Prompt, generations: list[Generation], *, many: bool) -> dict[str, Any]:
     """The completions/chat answer. ``text`` is a list when ``n`` > 1; ``finish_reason`` is
     ``length`` if any completion hit ``max_tokens``."""
+    cut = any(g.finish_reason == "length" for g in generations)
     return {
-        "text": [o.text for o in outcomes] if many else outcomes[0].text,
+        "text": [g.text for g in generations] if many else generations[0].text,
         "reached_end": True,
         "truncated_prompt": prompt.truncated,
         "input_tokens": len(prompt.tokens),
-        "output_tokens": sum(o.output_tokens for o in outcomes),
-        "finish_reason": "length" if any(o.finish_reason == "length" for o in outcomes) else "stop",
+        "output_tokens": sum(g.output_tokens for g in generations),
+        "finish_reason": "length" if cut else "stop",
     }
 
 
 def _stream(
-    engine: Engine,
+    engine: Backend,
     release: Callable[[], None],
     prompt: Prompt,
-    pieces: AsyncIterator[str | Outcome],
+    pieces: AsyncIterator[str | Generation],
     kind: str,
     started: float,
 ) -> Response:
@@ -217,13 +219,13 @@ def _stream(
     async def chunks() -> AsyncIterator[bytes]:
         try:
             async for piece in pieces:
-                if isinstance(piece, Outcome):
+                if isinstance(piece, Generation):
                     final = completion_body(prompt, [piece], many=False)
                     _log_generation(engine.name, kind, final, started)
                     yield _frame(final | {"text": ""})
                     return
                 yield _frame({"text": piece, "reached_end": False})
-        except (EngineError, ApiError, httpx.HTTPError) as exc:  # failed mid-generation
+        except (BackendError, ApiError, httpx.HTTPError) as exc:  # failed mid-generation
             log.error("%s: generation failed: %s", engine.name, exc)
             yield _frame({"error": f"generation failed: {exc}"})
         finally:
@@ -289,7 +291,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
 
-async def _engine_error(request: Request, exc: Exception) -> Response:
+async def _backend_error(request: Request, exc: Exception) -> Response:
     log.error("%s %s failed: %s", request.method, request.url.path, exc)
     return JSONResponse({"error": f"engine: {exc}"}, status_code=500)
 

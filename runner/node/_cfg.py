@@ -1,7 +1,7 @@
 """The node's configuration file: ts_server.cfg's format and keys, plus a few of our own.
 
 The file is JSON5 (unquoted keys, comments, trailing commas), read with the ``json5`` package.
-:func:`load_config` turns it into a :class:`NodeConfig` or raises
+:func:`load_config` turns it into a :class:`ServeConfig` or raises
 :class:`~runner._errors.ConfigError` with one line naming the file, the key and the problem.
 See ``docs/node.md`` for every key.
 """
@@ -57,7 +57,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class NodeConfig:
+class ServeConfig:
     """A parsed node configuration. See ``docs/node.md`` for the meaning of each field.
 
     Attributes:
@@ -137,7 +137,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def load_config(path: str | Path) -> NodeConfig:
+def load_config(path: str | Path) -> ServeConfig:
     """Read and check a node configuration file.
 
     Args:
@@ -162,7 +162,7 @@ def load_config(path: str | Path) -> NodeConfig:
     return parse_config(data, source=source)
 
 
-def parse_config(data: Any, *, source: Path) -> NodeConfig:
+def parse_config(data: Any, *, source: Path) -> ServeConfig:
     """Check an already parsed configuration (see :func:`load_config`)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected an object at the top level, got {_show(data)}")
@@ -192,7 +192,7 @@ def parse_config(data: Any, *, source: Path) -> NodeConfig:
     models = _parse_models(data["models"], base=base, fail=fail)
     if "log_filename" in values:
         values["log_filename"] = base / values["log_filename"]
-    return NodeConfig(source=source, models=models, ignored=tuple(ignored), **values)
+    return ServeConfig(source=source, models=models, ignored=tuple(ignored), **values)
 
 
 def _parse_models(

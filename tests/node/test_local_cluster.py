@@ -19,14 +19,9 @@ import psutil
 import pytest
 
 from runner._errors import ConfigError
-from runner._local import (
-    LocalNode,
-    _check_arguments,
-    _Starter,
-    _wait_ready,
-    listens_on,
-    local_cluster,
-)
+from runner._local import LocalNode, _check_arguments, local_cluster
+from runner._node_process import NodeStarter
+from runner._node_watch import listens_on, wait_ready
 from tests._realnode import REPO, model_ready, node_env
 
 
@@ -122,7 +117,7 @@ def test_a_stale_server_answering_on_the_port_does_not_make_a_node_ready(
 
     stale = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
     threading.Thread(target=stale.serve_forever, daemon=True).start()
-    starter = _Starter(
+    starter = NodeStarter(
         index=0, server="textsynth", model=tmp_path / "m.gguf", engine="m", threads=1,
         parallel=1, api_key=None, folder=tmp_path, track=lambda _: None,
     )  # fmt: skip
@@ -133,7 +128,7 @@ def test_a_stale_server_answering_on_the_port_does_not_make_a_node_ready(
             httpx.get(f"http://127.0.0.1:{starter.port}/health", trust_env=False).status_code == 200
         )
         with pytest.raises(ConfigError, match="was not ready within 1 s"):
-            _wait_ready([starter], api_key=None, timeout=1)
+            wait_ready([starter], api_key=None, timeout=1)
     finally:
         starter.process.kill()
         starter.process.wait()

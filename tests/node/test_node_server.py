@@ -265,6 +265,17 @@ def test_stream_is_blank_line_separated_json_ending_with_reached_end(
     assert last["input_tokens"] == whole["input_tokens"]
 
 
+@pytest.mark.parametrize("separator", ["\x85", "\u2028", "\r"])
+def test_a_prompt_holding_a_unicode_line_separator_streams_to_its_end(
+    client: httpx.Client, real_node: RunningNode, separator: str
+) -> None:
+    # llama.cpp echoes the prompt in its last event, where JSON leaves these unescaped.
+    body = {"prompt": f"One{separator}two", "max_tokens": 4, "seed": 3}
+    frames = parse_frames(stream_frames(client, real_node, "completions", body))
+    assert frames[-1]["reached_end"] is True
+    assert frames[-1]["output_tokens"] == 4
+
+
 def test_stream_sends_tokens_as_they_are_generated(
     client: httpx.Client, real_node: RunningNode
 ) -> None:

@@ -4,33 +4,27 @@
 ``n_parallel`` sequences decoded together in one batch (continuous batching), each with
 its own slot of ``n_ctx`` tokens. It also listens on a private 127.0.0.1 port with
 llama-server's native endpoints, guarded by a random key that never leaves the process.
-:class:`Engine` speaks to that port: ``/tokenize`` and ``/apply-template`` to build the
+:class:`Backend` speaks to that port: ``/tokenize`` and ``/apply-template`` to build the
 prompt (so truncation and token counts are exact), ``/completion`` to generate (streamed or
 whole, one request per sequence). Closing a streamed HTTP exchange cancels its sequence.
-
-TextSynth's ``logprob`` needs the probability of given tokens. llama-server has no prompt
-log-probabilities, so the continuation is *generated* under a grammar that allows exactly
-its tokens (``<[id]>`` terminals), and each step reports the log-probability of the token
-under the model's raw next-token distribution (``n_probs``; ``post_sampling_probs`` off):
-the same quantity a full evaluation gives, checked against fixtures recorded with the
-previous node (``tests/node/fixtures/logprob.json``).
+``tokenize`` and ``logprob`` are in :mod:`runner.node._scoring`; the result types and the
+reading of llama-server's answers in :mod:`runner.node._results`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jsonschema
 
 from .._schema_refs import dangling_refs
+from . import _scoring
 from ._api import (
     ApiError,
     ChatRequest,
@@ -41,6 +35,15 @@ from ._api import (
     TokenizeRequest,
 )
 from ._cfg import ModelSpec
+from ._results import (
+    BackendError,
+    Generation,
+    Prompt,
+    error_text,
+    failure,
+    message,
+    read_generation,
+)
 from ._slots import Admission, Slots
 
 log = logging.getLogger("runner.node")
@@ -49,39 +52,7 @@ TIMEOUT = httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=600.0)
 """Loopback to our own engine: a long read allows for a queued request."""
 
 
-@dataclass(frozen=True)
-class Prompt:
-    """Prompt tokens ready for the model.
-
-    Attributes:
-        tokens: what the model evaluates.
-        truncated: the beginning of the prompt was dropped to fit the context.
-    """
-
-    tokens: list[int]
-    truncated: bool = False
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One finished generation.
-
-    Attributes:
-        text: the generated text, without the stop string that ended it.
-        output_tokens: tokens generated (the end-of-generation token is not counted).
-        finish_reason: ``stop`` (end token or stop string) or ``length`` (max_tokens).
-    """
-
-    text: str
-    output_tokens: int
-    finish_reason: str
-
-
-class EngineError(Exception):
-    """llama.cpp's server failed a request we built (not the caller's fault)."""
-
-
-class Engine:
+class Backend:
     """One model served under the engine id ``spec.name``.
 
     Args:
@@ -153,7 +124,8 @@ class Engine:
         self.has_chat_template = bool(props.get("chat_template"))
         self._bos: list[int] = bos  # [] when the model adds no BOS token
         self._empty = bos or eos[-1:] or [0]  # what an empty prompt becomes
-        self._plain_token: int = plain[0]  # a one-character token (see _distribution_step)
+        self.plain_token: int = plain[0]
+        """A one-character token (see :func:`runner.node._scoring._distribution_step`)."""
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=headers,
@@ -187,8 +159,8 @@ class Engine:
 
     async def completion_prompt(self, request: CompletionRequest) -> Prompt:
         """Tokenize a completions prompt, dropping its beginning if it does not fit."""
-        tokens = await self._tokenize(request.prompt, special=True, parse_special=False)
-        return self._fit(tokens, room=self.limits.n_ctx - request.sampling.max_tokens)
+        tokens = await self.token_ids(request.prompt, special=True, parse_special=False)
+        return self.fit(tokens, room=self.limits.n_ctx - request.sampling.max_tokens)
 
     async def chat_prompt(self, request: ChatRequest) -> Prompt:
         """Apply the model's chat template and tokenize, dropping the beginning if needed."""
@@ -199,10 +171,10 @@ class Engine:
             messages.append({"role": "assistant" if index % 2 else "user", "content": content})
         answer = await self._http.post("/apply-template", json={"messages": messages})
         if answer.status_code != 200:
-            raise ApiError(400, f"messages: the chat template refused them: {_message(answer)}")
+            raise ApiError(400, f"messages: the chat template refused them: {message(answer)}")
         text = answer.json()["prompt"]
-        tokens = await self._tokenize(text, special=False, parse_special=True)
-        return self._fit(tokens, room=self.limits.n_ctx - request.sampling.max_tokens)
+        tokens = await self.token_ids(text, special=False, parse_special=True)
+        return self.fit(tokens, room=self.limits.n_ctx - request.sampling.max_tokens)
 
     def check_schema(self, sampling: Sampling) -> None:
         """Refuse a ``schema`` that is not a JSON Schema or has a ``$ref`` that goes nowhere.
@@ -231,34 +203,34 @@ class Engine:
 
     # --- generation
 
-    async def complete(self, prompt: Prompt, sampling: Sampling) -> list[Outcome]:
+    async def complete(self, prompt: Prompt, sampling: Sampling) -> list[Generation]:
         """Generate ``sampling.n`` completions, decoded side by side in the slots."""
         bodies = [self._body(prompt, sampling, index) for index in range(sampling.n)]
-        answers = await asyncio.gather(*(self._post("/completion", b) for b in bodies))
-        return [_outcome(answer) for answer in answers]
+        answers = await asyncio.gather(*(self.post("/completion", b) for b in bodies))
+        return [read_generation(answer) for answer in answers]
 
-    async def stream(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str | Outcome]:
+    async def stream(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str | Generation]:
         """Generate one completion: yields text pieces as they become final, then the
-        :class:`Outcome`. Closing the iterator early cancels the sequence."""
+        :class:`Generation`. Closing the iterator early cancels the sequence."""
         body = self._body(prompt, sampling, 0) | {"stream": True}
         async with self._http.stream("POST", "/completion", json=body) as answer:
             if answer.status_code != 200:
                 await answer.aread()
-                raise _failure(answer)
-            async for line in answer.aiter_lines():
+                raise failure(answer)
+            async for line in _lines(answer):
                 if not line.startswith("data: "):
                     continue
                 chunk = json.loads(line[6:])
                 if "error" in chunk:
-                    raise EngineError(f"generation failed: {_error_text(chunk)}")
+                    raise BackendError(f"generation failed: {error_text(chunk)}")
                 if chunk.get("stop"):
                     if chunk.get("content"):
                         yield chunk["content"]
-                    yield _outcome(chunk)
+                    yield read_generation(chunk)
                     return
                 if chunk.get("content"):
                     yield chunk["content"]
-        raise EngineError("generation ended without its final chunk")
+        raise BackendError("generation ended without its final chunk")
 
     def _body(self, prompt: Prompt, sampling: Sampling, index: int) -> dict[str, Any]:
         seed = (sampling.seed + index) % 2**31 if sampling.seed else secrets.randbelow(2**31)
@@ -285,115 +257,36 @@ class Engine:
             body["grammar"] = sampling.grammar
         return body
 
-    # --- tokenize and logprob
+    # --- tokenize and logprob (runner.node._scoring)
 
     async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
         """The ``tokenize`` answer: token ids, and each token's bytes in base64 if asked."""
-        body = {"content": request.text, "add_special": False, "parse_special": False}
-        if not request.base64:
-            answer = await self._post("/tokenize", body)
-            return {"tokens": answer["tokens"]}
-        answer = await self._post("/tokenize", body | {"with_pieces": True})
-        pieces = answer["tokens"]
-        return {
-            "tokens": [p["id"] for p in pieces],
-            "token_content": [base64.b64encode(_piece_bytes(p["piece"])).decode() for p in pieces],
-        }
+        return await _scoring.tokenize(self, request)
 
     async def logprob(self, request: LogprobRequest) -> dict[str, Any]:
         """The ``logprob`` answer: the continuation's log-probability given the context."""
-        pieces = (
-            await self._post(
-                "/tokenize",
-                {"content": request.continuation, "add_special": False, "with_pieces": True},
-            )
-        )["tokens"]
-        continuation = [piece["id"] for piece in pieces]
-        if not continuation:
-            raise ApiError(400, "continuation: has no tokens")
-        if len(continuation) >= self.limits.n_ctx:
-            raise ApiError(400, f"continuation: longer than the context ({self.limits.n_ctx})")
-        context = await self._tokenize(request.context, special=True)
-        prompt = self._fit(context, room=self.limits.n_ctx - len(continuation))
-        if all(isinstance(piece["piece"], str) for piece in pieces):
-            steps = await self._forced_steps(prompt.tokens, continuation)
-        else:
-            # llama.cpp's grammar rejects every token after one that is only part of a
-            # UTF-8 character, and reports no probability for such a token: score token by
-            # token, reading a partial token's log-probability from the whole distribution.
-            steps = []
-            for index, piece in enumerate(pieces):
-                prefix = prompt.tokens + continuation[:index]
-                if isinstance(piece["piece"], str):
-                    steps += await self._forced_steps(prefix, [piece["id"]])
-                else:
-                    steps.append(await self._distribution_step(prefix, piece["id"]))
-        return {
-            "logprob": sum(logprob for logprob, _ in steps),
-            "num_tokens": len(continuation),
-            "is_greedy": all(greedy for _, greedy in steps),
-            "input_tokens": len(prompt.tokens) + len(continuation),
-        }
+        return await _scoring.logprob(self, request)
 
-    async def _forced_steps(self, prompt: list[int], tokens: list[int]) -> list[tuple[float, bool]]:
-        """Generate exactly ``tokens`` after ``prompt`` (a grammar of token terminals) and
-        return each one's log-probability and whether it was the most likely token."""
-        body = {
-            "prompt": prompt,
-            "n_predict": len(tokens),
-            "grammar": "root ::= " + " ".join(f"<[{token}]>" for token in tokens),
-            "temperature": 0.0,
-            "samplers": ["temperature"],
-            "n_probs": 1,
-            "post_sampling_probs": False,  # the model's own distribution, not the sampler's
-            "ignore_eos": True,
-            "cache_prompt": True,
-        }
-        steps = (await self._post("/completion", body)).get("completion_probabilities") or []
-        if [step.get("id") for step in steps] != tokens:
-            raise EngineError(f"logprob: the engine scored {len(steps)} of {len(tokens)} tokens")
-        return [(float(s["logprob"]), s["top_logprobs"][0]["id"] == s["id"]) for s in steps]
+    # --- the loopback: what the prompt builders and runner.node._scoring call
 
-    async def _distribution_step(self, prompt: list[int], token: int) -> tuple[float, bool]:
-        """The log-probability of ``token`` after ``prompt`` from the whole next-token
-        distribution (a plain one-character token is generated to carry it)."""
-        body = {
-            "prompt": prompt,
-            "n_predict": 1,
-            "logit_bias": [[self._plain_token, 100.0]],
-            "temperature": 0.0,
-            "samplers": ["logit_bias", "temperature"],
-            "n_probs": self.limits.n_vocab,
-            "post_sampling_probs": False,
-            "ignore_eos": True,
-            "cache_prompt": True,
-        }
-        steps = (await self._post("/completion", body)).get("completion_probabilities") or []
-        if len(steps) != 1:
-            raise EngineError("logprob: the engine returned no distribution")
-        ranked = steps[0]["top_logprobs"]
-        for entry in ranked:
-            if entry["id"] == token:
-                return float(entry["logprob"]), ranked[0]["id"] == token
-        raise EngineError(f"logprob: token {token} missing from the distribution")
-
-    # --- helpers
-
-    async def _tokenize(
+    async def token_ids(
         self, text: str, *, special: bool, parse_special: bool = False
     ) -> list[int]:
+        """``text``'s tokens (``special``: with the BOS token the model adds, if any)."""
         body = {"content": text, "add_special": special, "parse_special": parse_special}
-        tokens: list[int] = (await self._post("/tokenize", body))["tokens"]
+        tokens: list[int] = (await self.post("/tokenize", body))["tokens"]
         return tokens
 
-    async def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to llama-server's ``path``; a non-200 answer raises (see
+        :func:`runner.node._results.failure`)."""
         answer = await self._http.post(path, json=body)
         if answer.status_code != 200:
-            raise _failure(answer)
+            raise failure(answer)
         result: dict[str, Any] = answer.json()
         return result
 
-    def _fit(self, tokens: list[int], *, room: int) -> Prompt:
+    def fit(self, tokens: list[int], *, room: int) -> Prompt:
         """Keep the last ``room`` tokens (and the BOS token, if the model uses one)."""
         if not tokens:
             tokens = list(self._empty)
@@ -403,43 +296,14 @@ class Engine:
         return Prompt(head + tokens[len(tokens) - (room - len(head)) :], truncated=True)
 
 
-def _outcome(answer: Mapping[str, Any]) -> Outcome:
-    """An Outcome from llama-server's final ``/completion`` object."""
-    stop_type = answer.get("stop_type", "")
-    count = int(answer.get("tokens_predicted", 0))
-    if stop_type == "eos":
-        count -= 1  # llama.cpp counts the end-of-generation token; TextSynth does not
-    return Outcome(
-        text=str(answer.get("content", "")),
-        output_tokens=max(0, count),
-        finish_reason="length" if stop_type == "limit" else "stop",
-    )
-
-
-def _failure(answer: httpx.Response) -> Exception:
-    """A non-200 answer of the engine: the caller's fault (4xx) or ours."""
-    message = _message(answer)
-    if 400 <= answer.status_code < 500:
-        field = "grammar" if "grammar" in message else "request"
-        return ApiError(400, f"{field}: llama.cpp refused it: {message}")
-    return EngineError(f"llama.cpp answered {answer.status_code}: {message}")
-
-
-def _message(answer: httpx.Response) -> str:
-    try:
-        return _error_text(answer.json())
-    except ValueError:
-        return answer.text[:200]
-
-
-def _error_text(body: Any) -> str:
-    error = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(error, dict):
-        error = error.get("message", error)
-    return " ".join(str(error).split())[:300]
-
-
-def _piece_bytes(piece: str | list[int]) -> bytes:
-    """A token's bytes: llama-server gives a string, or a list of bytes when the token
-    is not valid UTF-8 on its own (part of a multi-byte character)."""
-    return piece.encode() if isinstance(piece, str) else bytes(piece)
+async def _lines(answer: httpx.Response) -> AsyncIterator[str]:
+    """The lines of a server-sent-event stream, cut at ``\n`` alone. (httpx's
+    ``aiter_lines`` also cuts at U+0085 and U+2028, which JSON leaves unescaped: a prompt
+    holding one, echoed in the final event, would break that event in two.)"""
+    rest = ""
+    async for text in answer.aiter_text():
+        *lines, rest = (rest + text).split("\n")
+        for line in lines:
+            yield line.removesuffix("\r")
+    if rest:
+        yield rest
