@@ -66,11 +66,20 @@ class RunResult:
     def cpu_ms_per_request(self) -> float | None:
         return 1000 * self.cpu_s / self.requests if self.requests else None
 
+    @property
+    def hedged_share(self) -> float | None:
+        """Hedged copies that lost their race (cancelled, or answered after the winner), as
+        a share of all requests: the requests the run sent twice."""
+        if not self.requests:
+            return None
+        return self.outcomes.get("hedge_lost", 0) / self.requests
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         del data["node_log"]
         data["requests_per_s"] = self.requests_per_s
         data["cpu_ms_per_request"] = self.cpu_ms_per_request
+        data["hedged_share"] = self.hedged_share
         return data
 
 
@@ -109,6 +118,8 @@ def medians(results: Sequence[RunResult]) -> dict[str, dict[str, float | None]]:
             row[key] = _median(getattr(r, key) for r in runs)
         row["requests_per_s"] = _median(r.requests_per_s for r in runs)
         row["cpu_ms_per_request"] = _median(r.cpu_ms_per_request for r in runs)
+        hedged = _median(r.hedged_share for r in runs)
+        row["hedged_pct"] = None if hedged is None else 100 * hedged
         for size in sorted({s for r in runs for s in r.peak_rss_mb}):
             row[f"peak_rss_mb@{size}"] = _median(r.peak_rss_mb.get(size) for r in runs)
         out[name] = row

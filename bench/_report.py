@@ -92,7 +92,7 @@ def table(scenario: Scenario, results: Sequence[RunResult]) -> Table:
         t.caption = "peak RSS of the client process; medians over runs"
         columns = [(f"peak RSS MB @ {s:,}", f"peak_rss_mb@{s}", "{:.0f}") for s in scenario.sizes]
     columns += [("ok", "ok", "{:.0f}"), ("failed", "failed", "{:.0f}"), ("lost", "lost", "{:.0f}")]
-    columns += [("requests", "requests", "{:.0f}")]
+    columns += [("requests", "requests", "{:.0f}"), ("hedged %", "hedged_pct", "{:.1f}")]
     for header, _, _ in columns:
         t.add_column(header, justify="right")
     notes = []
