@@ -1,96 +1,35 @@
-"""The one place that talks to nodes: a :class:`NodeClient` per node.
+"""One node's client: a :class:`NodeClient` per node, speaking the node's protocol.
 
 It builds requests with the protocol module of the node's API (:mod:`runner._textsynth` or
-:mod:`runner._openai`), sends them with its own ``httpx.AsyncClient``, and parses the answers.
-httpx exceptions are translated here, once, into :class:`~runner._errors.NodeError`
-subclasses that carry the node's name; the node's API key is taken out of every error, even
-one whose body quotes the request's headers.
-
-Timeouts: connecting is bounded by ``connect_timeout``. While a streamed answer is read, no
-byte for ``stall_timeout`` seconds is a stall (:class:`~runner._errors.NodeTimeout`); this is
-checked both by httpx (per socket read) and by one trio cancel scope whose deadline moves with
-every chunk, so it also holds for injected transports. A non-streamed answer sends nothing
-until it is complete, so it has no stall check: the whole request is bounded by the caller's
-cancel scope (``trio.fail_after(request_timeout)``), never here.
+:mod:`runner._openai`), sends them over its :class:`~runner._connection.NodeConnection` (the
+HTTP side: timeouts, stall watch, httpx errors, hiding the API key), and parses the answers:
+generations, choice scores, and what a node says of itself (:class:`NodeFacts`, its engines,
+its tokenizer's counts).
 
 A 503 or 429 with a ``Retry-After`` header is :class:`~runner._errors.NodeBusy` (the node
-is full, not broken), its pause bounded to ``RETRY_AFTER_MIN``..``RETRY_AFTER_MAX``; the same
-statuses without the header stay plain :class:`~runner._errors.ServerError`.
+is full, not broken), its pause bounded to ``RETRY_AFTER_MIN``..``RETRY_AFTER_MAX``
+(:mod:`runner._connection`); the same statuses without the header stay plain
+:class:`~runner._errors.ServerError`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import functools
-import math
-import ssl
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import httpx
-import trio
 
 from . import _openai, _textsynth
 from ._config import EngineConfig
-from ._errors import (
-    ConfigError,
-    NodeBusy,
-    NodeError,
-    NodeTimeout,
-    ProtocolError,
-    ServerError,
-    TransportError,
-)
+from ._connection import BUSY_STATUSES, NodeConnection, Reply
+from ._errors import ConfigError, NodeBusy, ServerError
 from ._nodes import NodeSpec
 from ._request import Api, Completion, GenerationRequest, LabelScore, Style
 
-ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body read before giving up on the rest
 PROBE_PROMPT = "Hello"
-KEY_PLACEHOLDER = "[api key]"  # what an error quoting the node's key shows instead
-BUSY_STATUSES = frozenset({429, 503})  # with Retry-After: "busy, come back"
-RETRY_AFTER_MIN = 0.1  # seconds; a busy node is never asked again at once
-RETRY_AFTER_MAX = 30.0  # seconds; a longer advice is cut to this
 
 _WIRES: dict[Api, ModuleType] = {Api.textsynth: _textsynth, Api.openai: _openai}
-
-
-def retry_after_seconds(value: str | None, *, now: float) -> float | None:
-    """The pause a ``Retry-After`` header advises, bounded to ``RETRY_AFTER_MIN``..``MAX``.
-
-    Args:
-        value: the header: delay-seconds (``"1"``) or an HTTP-date.
-        now: the current wall-clock time (``time.time()``), for an HTTP-date.
-
-    Returns:
-        Seconds, or ``None`` when there is no header or it is not readable.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        seconds = float(text)
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - now
-    return min(RETRY_AFTER_MAX, max(RETRY_AFTER_MIN, seconds))
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """What :meth:`NodeClient._exchange` got back."""
-
-    status: int
-    body: bytes  # empty for a 200 stream, which went to ``feed``
-    retry_after: float | None = None  # the bounded Retry-After pause, if the node sent one
 
 
 @dataclass(frozen=True)
@@ -106,27 +45,14 @@ class NodeFacts:
     context: int | None = None
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context for every node's client. Building one loads the CA bundle (about
-    50 ms of CPU): per node, a thousand-node cluster would spend most of a minute on it
-    before its first request."""
-    return httpx.create_ssl_context()
-
-
 class NodeClient:
-    """Talks to one node. Use as an async context manager; it owns one HTTP connection pool.
+    """Talks to one node. Use as an async context manager; it owns one HTTP connection pool
+    (its :class:`~runner._connection.NodeConnection`).
 
     Args:
-        base_url: the node's address, e.g. ``http://10.0.0.5:8088``.
-        name: the node's name in errors (``host:port``).
-        api: the protocol the node speaks.
-        api_key: sent as ``Authorization: Bearer ...`` when set, and only then.
-        connect_timeout: seconds allowed to open a connection.
-        stall_timeout: seconds without a byte after which a streamed answer is abandoned.
-        max_connections: connections kept to the node (the engine gates concurrency itself;
-            allow its slots plus one for a hedge).
-        transport: an httpx transport to use instead of the network (tests).
+        api: the protocol the node speaks. The others are the connection's (see
+            :class:`~runner._connection.NodeConnection`); ``max_connections``: the engine
+            gates concurrency itself, so allow its slots plus one for a hedge.
 
     Raises:
         ConfigError: ``base_url`` is not an http(s) URL.
@@ -144,22 +70,21 @@ class NodeClient:
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        try:
-            url = httpx.URL(base_url)
-        except httpx.InvalidURL as exc:
-            raise ConfigError(f"node {name}: invalid base URL {base_url!r}: {exc}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"node {name}: base URL {base_url!r} is not an http(s) URL")
         self.base_url = base_url
         self.name = name
         self.api = api
         self.connect_timeout = connect_timeout
         self.stall_timeout = stall_timeout
-        self._api_key = api_key
-        self._max_connections = max_connections
-        self._transport = transport
+        self._connection = NodeConnection(
+            base_url,
+            name=name,
+            api_key=api_key,
+            connect_timeout=connect_timeout,
+            stall_timeout=stall_timeout,
+            max_connections=max_connections,
+            transport=transport,
+        )
         self._wire = _WIRES[api]
-        self._http: httpx.AsyncClient | None = None
 
     @classmethod
     def for_node(
@@ -204,26 +129,7 @@ class NodeClient:
         return f"NodeClient({self.name!r}, {self.base_url!r}, api={self.api.value})"
 
     async def __aenter__(self) -> NodeClient:
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        limits = httpx.Limits(
-            max_connections=self._max_connections,
-            max_keepalive_connections=self._max_connections,
-        )
-        http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            # read=None: only streamed requests get a read (stall) timeout, set per request.
-            # pool=None: the engine gates concurrency; waiting for a connection is its call.
-            timeout=httpx.Timeout(
-                connect=self.connect_timeout, read=None, write=self.stall_timeout, pool=None
-            ),
-            limits=limits,
-            transport=self._transport,
-            trust_env=False,  # nodes are addressed directly, never through proxies from env
-            verify=_tls_context(),
-        )
-        await http.__aenter__()
-        self._http = http
+        await self._connection.__aenter__()
         return self
 
     async def __aexit__(
@@ -232,9 +138,7 @@ class NodeClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        http, self._http = self._http, None
-        if http is not None:
-            await http.__aexit__(exc_type, exc, traceback)
+        await self._connection.__aexit__(exc_type, exc, traceback)
 
     async def generate(self, request: GenerationRequest, *, stream: bool) -> Completion:
         """Send one generation request and return the node's answer.
@@ -255,9 +159,9 @@ class NodeClient:
             return await self._score(request)
         stream = stream and (request.params.get("n") or 1) == 1
         path, body = self._wire.build(request, stream=stream)
-        with self._key_hidden():
+        with self._connection.key_hidden():
             decoder = self._wire.StreamDecoder(node=self.name) if stream else None
-            reply = await self._exchange(
+            reply = await self._connection.exchange(
                 "POST", path, body, feed=None if decoder is None else decoder.feed
             )
             if reply.status != 200:
@@ -279,10 +183,10 @@ class NodeClient:
         if build is None:  # refused at start-up (runner/_choice.check_job)
             raise ConfigError(f"node {self.name}: {self.api.value} nodes cannot score choices")
         scores: list[LabelScore] = []
-        with self._key_hidden():
+        with self._connection.key_hidden():
             for label in request.choices.labels:
                 path, body = build(request, label)
-                reply = await self._exchange("POST", path, body)
+                reply = await self._connection.exchange("POST", path, body)
                 if reply.status != 200:
                     self._raise_status(reply)
                 scores.append(
@@ -303,8 +207,8 @@ class NodeClient:
                 or gave an answer that is not one.
         """
         path, body = self._wire.build_tokenize(engine, text)
-        with self._key_hidden():
-            reply = await self._exchange("POST", path, body)
+        with self._connection.key_hidden():
+            reply = await self._connection.exchange("POST", path, body)
             count: int = self._wire.parse_tokenize(reply.status, reply.body, node=self.name)
             return count
 
@@ -321,9 +225,9 @@ class NodeClient:
         """
         slots: int | None = None
         context: int | None = None
-        with self._key_hidden():
+        with self._connection.key_hidden():
             for path in self._wire.FACTS_PATHS:
-                reply = await self._exchange("GET", path, None)
+                reply = await self._connection.exchange("GET", path, None)
                 args = (path, reply.status, reply.body)
                 slots = slots or self._wire.parse_slots(*args, engine=engine)
                 context = context or self._wire.parse_context(*args, engine=engine)
@@ -355,16 +259,16 @@ class NodeClient:
         Raises:
             NodeError: the node could not be reached or answered nonsense.
         """
-        with self._key_hidden():
-            reply = await self._exchange("GET", self._wire.ENGINES_PATH, None)
+        with self._connection.key_hidden():
+            reply = await self._connection.exchange("GET", self._wire.ENGINES_PATH, None)
             engines: list[str] | None = self._wire.parse_engines(
                 reply.status, reply.body, node=self.name
             )
             return engines
 
-    # ----------------------------------------------------------------- sending
+    # ----------------------------------------------------------------- errors
 
-    def _raise_status(self, reply: _Reply) -> NoReturn:
+    def _raise_status(self, reply: Reply) -> NoReturn:
         """Raise the error for a status other than 200: :class:`NodeBusy` for a busy node,
         else the protocol's :class:`ServerError` (whose message reads the body)."""
         try:
@@ -380,97 +284,3 @@ class NodeClient:
                 body=exc.body,
             ) from None
         raise AssertionError(f"a status of {reply.status} parsed as an answer")  # pragma: no cover
-
-    @contextlib.contextmanager
-    def _key_hidden(self) -> Iterator[None]:
-        """Take the node's API key out of any error raised inside: a node (or a proxy in
-        front of it) may quote the request's headers in an error body, and error messages
-        end up in results, reports and logs."""
-        try:
-            yield
-        except NodeError as exc:
-            key = self._api_key
-            if key:
-                exc.args = tuple(
-                    a.replace(key, KEY_PLACEHOLDER) if isinstance(a, str) else a for a in exc.args
-                )
-                exc.body = exc.body.replace(key, KEY_PLACEHOLDER)
-            raise
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None,
-        *,
-        feed: Callable[[bytes], None] | None = None,
-    ) -> _Reply:
-        """Send a request; return its status, body and ``Retry-After`` pause.
-
-        With ``feed`` (a streamed answer) a 200 body goes to ``feed`` chunk by chunk and the
-        returned body is empty, and every wait for bytes is bounded by ``stall_timeout``.
-        Error bodies are always returned, cut at ``ERROR_BODY_LIMIT``.
-        """
-        if self._http is None:
-            raise RuntimeError("NodeClient used outside its `async with` block")
-        watch = feed is not None
-        timeout = self._http.timeout
-        if watch:
-            timeout = httpx.Timeout(
-                connect=self.connect_timeout,
-                read=self.stall_timeout,
-                write=self.stall_timeout,
-                pool=None,
-            )
-        request = self._http.build_request(method, path, json=body, timeout=timeout)
-        # One cancel scope watches the whole exchange; with ``feed`` its deadline moves
-        # forward whenever bytes arrive (cheaper than a scope per chunk).
-        with trio.CancelScope() as stall:
-            try:
-                stall.deadline = self._stall_deadline(watch)
-                response = await self._http.send(request, stream=True)
-                try:
-                    content = bytearray()
-                    stall.deadline = self._stall_deadline(watch)
-                    async for chunk in response.aiter_bytes():
-                        if watch:
-                            stall.deadline = trio.current_time() + self.stall_timeout
-                        if not chunk:
-                            continue
-                        if feed is not None and response.status_code == 200:
-                            feed(chunk)
-                            continue
-                        content += chunk
-                        if response.status_code != 200 and len(content) >= ERROR_BODY_LIMIT:
-                            break
-                finally:
-                    await response.aclose()
-            except httpx.HTTPError as exc:
-                raise self._translate(exc) from exc
-        if stall.cancelled_caught:
-            raise NodeTimeout(f"stalled: no byte for {self.stall_timeout:g}s", node=self.name)
-        retry_after = None
-        if response.status_code in BUSY_STATUSES:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"), now=time.time())
-        return _Reply(response.status_code, bytes(content), retry_after)
-
-    def _stall_deadline(self, watch: bool) -> float:
-        """When a streamed exchange that just saw a byte counts as stalled."""
-        return trio.current_time() + self.stall_timeout if watch else math.inf
-
-    def _translate(self, exc: httpx.HTTPError) -> NodeError:
-        """The runner's error for an httpx one."""
-        detail = str(exc) or type(exc).__name__
-        if isinstance(exc, httpx.ConnectTimeout):
-            return TransportError(
-                f"could not connect within {self.connect_timeout:g}s", node=self.name
-            )
-        if isinstance(exc, httpx.ReadTimeout):
-            return NodeTimeout(f"stalled: no byte for {self.stall_timeout:g}s", node=self.name)
-        if isinstance(exc, httpx.TimeoutException):
-            return NodeTimeout(f"timed out: {type(exc).__name__}", node=self.name)
-        if isinstance(exc, httpx.ConnectError):
-            return TransportError(f"cannot connect: {detail}", node=self.name)
-        if isinstance(exc, httpx.DecodingError):
-            return ProtocolError(f"undecodable body: {detail}", node=self.name)
-        return TransportError(f"{type(exc).__name__}: {detail}", node=self.name)

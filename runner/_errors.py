@@ -89,7 +89,7 @@ class NodeBusy(ServerError):
 
     Attributes:
         retry_after: the advised pause in seconds, already bounded
-            (:data:`runner._client.RETRY_AFTER_MAX`).
+            (:data:`runner._connection.RETRY_AFTER_MAX`).
     """
 
     def __init__(

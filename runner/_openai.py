@@ -237,8 +237,10 @@ class StreamDecoder:
             ProtocolError: an event is not a JSON object or holds an ``error``; or a line
                 grows past ``LINE_LIMIT``.
         """
-        for line in self._frames.feed(data):
-            self._line(line.removesuffix(b"\r"))
+        self._frames.feed(data, self._take_line)
+
+    def _take_line(self, line: bytes) -> None:
+        self._line(line.removesuffix(b"\r"))
 
     def finish(self) -> Completion:
         """The whole answer, once the stream has ended.

@@ -26,9 +26,9 @@ from rich.progress import (
 from rich.table import Table
 
 from ._config import ProgressMode
-from ._engine import Snapshot
 from ._estimate import Estimate, eta_seconds
 from ._report import NodeLine, RunReport, show_cost
+from ._work import Snapshot
 
 log = logging.getLogger("runner")
 

@@ -34,6 +34,7 @@ from ._wire import (
 
 CHUNK_LIMIT = 4 * 1024 * 1024  # bytes one stream chunk may take before it is a protocol error
 _SEPARATOR = re.compile(rb"\r?\n\r?\n")
+_JSON = json.JSONDecoder()
 
 
 def build(request: GenerationRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
@@ -223,8 +224,7 @@ class StreamDecoder:
             ProtocolError: a complete chunk is not a JSON object, holds an ``error``, or
                 comes after the final one; or a chunk grows past ``CHUNK_LIMIT``.
         """
-        for chunk in self._frames.feed(data):
-            self._chunk(chunk)
+        self._frames.feed(data, self._take)
 
     def finish(self) -> Completion:
         """The whole answer, once the stream has ended.
@@ -233,7 +233,7 @@ class StreamDecoder:
             ProtocolError: the stream ended without a chunk with ``reached_end: true``, or its
                 last chunk is bad.
         """
-        self._chunk(self._frames.rest())
+        self._take(self._frames.rest())
         if self._final is None:
             raise ProtocolError(
                 "stream ended without reached_end: true",
@@ -242,10 +242,14 @@ class StreamDecoder:
             )
         return self._final
 
+    def _take(self, data: bytes) -> None:
+        """One complete chunk: the common one by the short path, any other by the full."""
+        if self._final is None and len(self._parts) <= 1 and self._plain_fragment(data):
+            return
+        self._chunk(data)
+
     def _chunk(self, data: bytes) -> None:
         if not data.strip():
-            return
-        if self._final is None and len(self._parts) <= 1 and self._plain_fragment(data):
             return
         raw = raw_body(data)
         if self._final is not None:
@@ -273,10 +277,19 @@ class StreamDecoder:
         checks and diagnostics the other chunks get. False: not such a chunk, nothing done
         (the caller's full path judges it)."""
         try:
-            obj = json.loads(data)
+            # One JSON object filling the chunk, decoded without json.loads's sniffing of
+            # the encoding and skipping of white space (a chunk that has either, or is not
+            # UTF-8, takes the full path).
+            text = data.decode()
+            obj, end = _JSON.raw_decode(text)
         except (ValueError, RecursionError):
             return False
-        if type(obj) is not dict or "error" in obj or obj.get("reached_end", False) is not False:
+        if (
+            end != len(text)
+            or type(obj) is not dict
+            or "error" in obj
+            or obj.get("reached_end", False) is not False
+        ):
             return False
         fragment = obj.get("text", "")
         if type(fragment) is not str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import ProtocolError, ServerError
@@ -63,21 +63,29 @@ class StreamFrames:
         self._overflow = overflow
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        """The frames ``data`` completes, in order.
+    def feed(self, data: bytes, take: Callable[[bytes], object]) -> None:
+        """Hand ``take`` the frames ``data`` completes, in order (a callback rather than a
+        generator: this runs once per chunk of every streamed answer).
 
         Raises:
             ProtocolError: once they are taken, the unfinished frame is past ``limit``.
         """
         self.recent.add(data)
-        seen = max(0, len(self._buffer) - self._reach)  # a separator may straddle the old end
-        self._buffer += data
-        start = 0
-        for match in self._separator.finditer(self._buffer, seen):
-            yield bytes(self._buffer[start : match.start()])
-            start = match.end()
-        del self._buffer[:start]
-        if len(self._buffer) > self._limit:
+        buffer = self._buffer
+        if buffer:
+            seen = max(0, len(buffer) - self._reach)  # a separator may straddle the old end
+            buffer += data
+            start = 0
+            for match in self._separator.finditer(buffer, seen):
+                take(bytes(buffer[start : match.start()]))
+                start = match.end()
+            del buffer[:start]
+        else:  # nothing pending, the common case: cut ``data`` itself
+            *frames, rest = self._separator.split(data)
+            for frame in frames:
+                take(frame)
+            buffer += rest
+        if len(buffer) > self._limit:
             raise ProtocolError(self._overflow, node=self.node, body=self.recent.text())
 
     def rest(self) -> bytes:

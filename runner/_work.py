@@ -1,7 +1,8 @@
 """What the engine works on and what it reports, apart from how it schedules.
 
 :class:`Work` is one item to run; an :data:`Acceptor` checks an answer's content and returns
-:class:`Accepted`; :class:`RequestTrace` describes one request after it ended.
+:class:`Accepted`; :class:`RequestTrace` describes one request after it ended; a
+:class:`Snapshot` is the engine's progress at one moment.
 """
 
 from __future__ import annotations
@@ -81,3 +82,17 @@ class RequestTrace:
 Acceptor = Callable[[Completion], Accepted]
 """Checks an answer's content; raises :class:`~runner._errors.AnswerError` to ask for a new
 seed. The acceptors of text and JSON jobs are in :mod:`runner._acceptance`."""
+
+
+@dataclass
+class Snapshot:
+    """The engine's progress at one moment (for the progress display)."""
+
+    done: int
+    ok: int
+    failed: int
+    in_flight: dict[str, int]
+    errors: dict[str, int]
+    benched: list[str]
+    answers: int = 0  # answers received (accepted or not, hedged copies included)
+    output_tokens: int = 0  # tokens in them

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from runner._engine import Snapshot
 from runner._progress import FailedIds, _flights, _nodes_table, summary_table
 from runner._report import NodeLine, build_report
+from runner._work import Snapshot
 
 
 def test_the_failed_line_names_the_first_ten_ids_the_count_and_the_records_file() -> None:
