@@ -1,14 +1,21 @@
 """``batch_output.jsonl`` and ``batch_errors.jsonl``, in the OpenAI Batch output format, built
-from a batch run's ``results.jsonl`` at the end of the run.
+from a batch run's ``results.jsonl`` at the end of the run (and by ``python -m runner.merge``
+from a sharded job's merged results).
 
 One line per input line, every ``custom_id`` in exactly one of the two files, in input
-order: an accepted item in the output, with a ``response.body`` shaped like a ChatCompletion
-or a Completion (``usage`` from the node's token counts); a failed or unfinished item in the
-errors, with ``response: null`` and an ``error`` (``code``: ``request_failed`` or
-``not_finished``). Like :mod:`runner._output`, memory does not grow with the run: one pass
-over ``results.jsonl`` notes each index's latest record's offset in a temporary SQLite table
-(an accepted record wins over a failed one), then the input's items are streamed again and
-each record read back by offset. Both files are replaced atomically.
+order. An accepted item goes to the output, with ``response.status_code`` 200 and a
+``response.body`` shaped like a ChatCompletion or a Completion (``usage`` from the node's
+token counts). Everything else goes to the errors, as OpenAI writes it: an item the node
+refused with an HTTP status (its record's ``http_status``: 400, 500...) has a ``response``
+with that ``status_code`` and an OpenAI error object as its ``body``, and ``error: null``;
+an item that failed without an HTTP answer (no connection, a timeout, a body that was not
+an answer, an answer refused by the job's checks) has ``response: null`` and an ``error``
+with ``code`` ``request_failed``; an item the run did not finish, ``not_finished``.
+
+Like :mod:`runner._output`, memory does not grow with the run: one pass over
+``results.jsonl`` notes each index's latest record's offset in a temporary SQLite table (an
+accepted record wins over a failed one), then the items are streamed again in input order
+and each record read back by offset. Both files are replaced atomically.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ._batch import URLS
 from ._files import replace_file
 from ._journal import read_records
 from ._output import read_record_at
@@ -34,42 +43,110 @@ FILES = (OUTPUT, ERRORS)
 _FINISH = {"stop", "length"}  # finish reasons both OpenAI types take; others read as "stop"
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """What a line of the batch files takes from its input line.
+
+    Attributes:
+        custom_id: the line's ``custom_id``.
+        index: its position in the input.
+        key: its resume key (request ids are made of it when the record has none).
+        chat: a ``/v1/chat/completions`` line (else ``/v1/completions``).
+        model: the model the bodies name (``model.engine``).
+    """
+
+    custom_id: str
+    index: int
+    key: str
+    chat: bool
+    model: str
+
+    @classmethod
+    def of(cls, work: Work) -> BatchItem:
+        """The item of a run's work."""
+        chat = work.request.style is Style.chat
+        return cls(work.id, work.index, work.key, chat, work.request.engine)
+
+
 def write_batch_files(run_dir: Path, results: Path, works: Iterable[Work]) -> Path:
     """Write both files into ``run_dir`` from ``results`` for the items ``works`` streams
     (the plan's, in input order). Returns the output file's path."""
-    with (
-        _latest(results) as db,
-        open(results, "rb") as f,
-        replace_file(run_dir / OUTPUT) as out,
-        replace_file(run_dir / ERRORS) as errors,
-    ):
-        for work in works:
-            row = db.execute("SELECT offset FROM latest WHERE idx = ?", (work.index,)).fetchone()
-            record = read_record_at(f, row[0]) if row is not None else None
-            line = output_line(work, record)
-            target = out if line["error"] is None else errors
-            target.write(json.dumps(line, ensure_ascii=False) + "\n")
+    with _latest(results) as db, open(results, "rb") as f:
+        records = ((item, _record_of(db, f, item.index)) for item in map(BatchItem.of, works))
+        _write(run_dir, records)
     return run_dir / OUTPUT
 
 
-def output_line(work: Work, record: dict[str, Any] | None) -> dict[str, Any]:
+def write_merged_batch_files(run_dir: Path, results: Path, *, items: int, model: str) -> Path:
+    """Write both files into ``run_dir`` from the merged ``results`` of a sharded job of
+    ``items`` items whose bodies name ``model``. Returns the output file's path.
+
+    Each item is named by its record (its ``custom_id``, and its input line's ``url``), so an
+    item without any record (a missing shard's, or one its shard did not finish: only in a
+    merge with ``--allow-incomplete``) cannot be named and is in neither file."""
+    with _latest(results) as db, open(results, "rb") as f:
+        found = ((index, _record_of(db, f, index)) for index in range(items))
+        named = (
+            (_recorded_item(index, record, model), record)
+            for index, record in found
+            if record is not None
+        )
+        _write(run_dir, named)
+    return run_dir / OUTPUT
+
+
+def _recorded_item(index: int, record: dict[str, Any], model: str) -> BatchItem:
+    """The item a record was made for (its input is the batch line)."""
+    line = record.get("input")
+    url = line.get("url") if isinstance(line, dict) else None
+    chat = isinstance(url, str) and URLS.get(url) is Style.chat
+    return BatchItem(str(record.get("id")), index, str(record.get("key", "")), chat, model)
+
+
+def _record_of(db: sqlite3.Connection, f: BinaryIO, index: int) -> dict[str, Any] | None:
+    """The latest record of ``index`` (an accepted one first), or None."""
+    row = db.execute("SELECT offset FROM latest WHERE idx = ?", (index,)).fetchone()
+    return read_record_at(f, row[0]) if row is not None else None
+
+
+def _write(run_dir: Path, lines: Iterable[tuple[BatchItem, dict[str, Any] | None]]) -> None:
+    """Write each item's line into the output or the errors."""
+    with replace_file(run_dir / OUTPUT) as out, replace_file(run_dir / ERRORS) as errors:
+        for item, record in lines:
+            line = output_line(item, record)
+            response = line["response"]
+            answered = response is not None and response["status_code"] == 200
+            (out if answered else errors).write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def output_line(item: BatchItem, record: dict[str, Any] | None) -> dict[str, Any]:
     """One line of the output (an accepted ``record``) or of the errors (anything else)."""
-    line_id = "batch_req_" + hashlib.sha256(work.id.encode()).hexdigest()[:24]
-    base = {"id": line_id, "custom_id": work.id}
-    if record is None or record.get("status") != "ok":
-        code = "not_finished" if record is None else "request_failed"
-        message = "the run ended before this line was answered" if record is None else None
-        error = {"code": code, "message": message or str(record.get("error") if record else "")}
+    line_id = "batch_req_" + hashlib.sha256(item.custom_id.encode()).hexdigest()[:24]
+    base = {"id": line_id, "custom_id": item.custom_id}
+    if record is None:
+        error = {"code": "not_finished", "message": "the run ended before this line was answered"}
         return {**base, "response": None, "error": error}
-    response = {
-        "status_code": 200,
-        "request_id": "req_" + str(record.get("key", work.key))[:32],
-        "body": response_body(work, record),
-    }
+    request_id = "req_" + str(record.get("key", item.key))[:32]
+    if record.get("status") == "ok":
+        status, body = 200, response_body(item, record)
+    else:
+        message = str(record.get("error") or "")
+        http_status = record.get("http_status")
+        if type(http_status) is not int or http_status == 200:  # no HTTP answer failed it
+            error = {"code": "request_failed", "message": message}
+            return {**base, "response": None, "error": error}
+        status, body = http_status, error_body(http_status, message)
+    response = {"status_code": status, "request_id": request_id, "body": body}
     return {**base, "response": response, "error": None}
 
 
-def response_body(work: Work, record: dict[str, Any]) -> dict[str, Any]:
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The body of a line the node refused with ``status``: an OpenAI error object."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def response_body(item: BatchItem, record: dict[str, Any]) -> dict[str, Any]:
     """A ChatCompletion (chat lines) or Completion (completion lines) from an accepted
     record."""
     answer = record.get("answer")
@@ -78,7 +155,7 @@ def response_body(work: Work, record: dict[str, Any]) -> dict[str, Any]:
     finish = reason if reason in _FINISH else "stop"
     prompt_tokens = record.get("input_tokens") or 0
     completion_tokens = record.get("output_tokens") or 0
-    chat = work.request.style is Style.chat
+    chat = item.chat
     choices: list[dict[str, Any]] = [
         (
             {
@@ -93,10 +170,10 @@ def response_body(work: Work, record: dict[str, Any]) -> dict[str, Any]:
         for i, text in enumerate(texts)
     ]
     return {
-        "id": ("chatcmpl-" if chat else "cmpl-") + str(record.get("key", work.key))[:24],
+        "id": ("chatcmpl-" if chat else "cmpl-") + str(record.get("key", item.key))[:24],
         "object": "chat.completion" if chat else "text_completion",
         "created": _created(record.get("finished_at")),
-        "model": work.request.engine,
+        "model": item.model,
         "choices": choices,
         "usage": {
             "prompt_tokens": prompt_tokens,

@@ -358,7 +358,11 @@ class Engine:
         elif decision.against_item:
             task.node_failures += 1
         if decision.where is Where.nowhere:
-            self._finish(task, _records.failed(task.work, error=decision.why, **task.trail()))
+            status = exc.status if isinstance(exc, ServerError) else None
+            record = _records.failed(
+                task.work, error=decision.why, http_status=status, **task.trail()
+            )
+            self._finish(task, record)
             return fault
         task.not_before = now + decision.delay * self._rng.uniform(0.5, 1.0)
         if decision.where is Where.any_node:

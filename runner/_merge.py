@@ -6,7 +6,9 @@ together, a shard given twice, and — unless incomplete merges are allowed — 
 or one whose items are not all accepted, naming each; :func:`write_merge` then writes, into
 the merge's own folder, ``results.jsonl`` (every shard's records, shard by shard), the job's
 output built from it (:func:`runner._output.write_output`, the same file an unsharded run
-writes) and ``report.json`` (totals, per shard, per node). Nothing is written before every
+writes; for an OpenAI Batch job ``batch_output.jsonl`` and ``batch_errors.jsonl``,
+:func:`runner._batch_output.write_merged_batch_files`) and ``report.json`` (totals, per
+shard, per node). Nothing is written before every
 check passed, every file is replaced atomically and nothing in it depends on the time, so
 merging twice gives the same files; a shard's own folder is never written to.
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ._batch_output import write_merged_batch_files
 from ._config import OutputConfig, OutputFormat, OutputShape
 from ._errors import ConfigError, storage_errors
 from ._files import replace_file
@@ -268,8 +271,8 @@ def check_out(out: Path, runs: list[ShardRun]) -> Path:
 
 
 def write_merge(merge: Merge, out: Path) -> Path | None:
-    """Write ``results.jsonl``, the job's output and ``report.json`` into ``out``; returns the
-    output file, if the job has one.
+    """Write ``results.jsonl``, the job's output (a batch job's: its two batch files) and
+    ``report.json`` into ``out``; returns the output file, if the job has one.
 
     Raises:
         StorageError: a file cannot be written (one line naming it).
@@ -289,6 +292,9 @@ def write_merge(merge: Merge, out: Path) -> Path | None:
             format=OutputFormat(first.output.get("format") or "json"),  # older shards: json
         )
         written = write_output(out, results, output, items=first.job_items)
+        if first.output.get("kind") == "batch":  # an OpenAI Batch job: its two files
+            model = str(first.output.get("model") or "")
+            written = write_merged_batch_files(out, results, items=first.job_items, model=model)
         write_json(out / "report.json", merged_report(merge))
     return written
 

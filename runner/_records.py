@@ -15,8 +15,10 @@ kept answer, whose raw text is ``text``) and ``candidate_errors`` (why each answ
 was refused, one line each); its ``output_tokens`` count every answer the request generated.
 A choice job (``answer: choice``) adds ``choices``: each label's ``logprob``, ``num_tokens``
 and ``is_greedy`` as the node gave them; its ``text`` is empty (nothing was generated).
-``failed`` records add ``error`` (the last reason, one line) and ``text`` (the last raw
-answer, if any arrived).
+``failed`` records add ``error`` (the last reason, one line), ``http_status`` (the HTTP
+status of the node's answer that failed the item, e.g. 400 or 500; ``null`` when the last
+failure had no HTTP answer: no connection, a timeout, a body that was not an answer, an
+answer refused by the job's checks) and ``text`` (the last raw answer, if any arrived).
 """
 
 from __future__ import annotations
@@ -100,12 +102,15 @@ def failed(
     seeds: list[int],
     errors: list[str],
     text: str | None,
+    http_status: int | None = None,
 ) -> dict[str, Any]:
-    """The record of an item that could not be answered."""
+    """The record of an item that could not be answered (``http_status``: the status of the
+    node's answer that failed it, when the last failure was an HTTP answer)."""
     return {
         **_base(work, "failed"),
         "input": work.input,
         "error": error,
+        "http_status": http_status,
         "text": text,
         "attempts": attempts,
         "seeds": seeds,

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ._config import ClusterKind, RunConfig, ShardNodes
+from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
 from ._errors import ConfigError
 from ._nodes import NodeSpec
 from ._report import ShardLine
@@ -258,6 +258,7 @@ def shard_line(
     """What the ``report.json`` of ``shard`` says of it (``items``: the shard's; ``whole``:
     the whole job's fingerprint; ``store_path``: the shard's journal)."""
     output = cfg.job.output
+    batch = {"kind": "batch", "model": cfg.model.engine}  # the merge writes the batch files
     return ShardLine(
         index=shard.index,
         count=shard.count,
@@ -272,5 +273,6 @@ def shard_line(
             "shape": output.shape.value,
             "key_field": output.key_field,
             "format": output.format.value,
+            **(batch if cfg.job.kind is JobKind.batch else {}),
         },
     )

@@ -1,6 +1,7 @@
 """``python -m runner.merge RUN_DIR... [--out DIR] [--allow-incomplete]``: the shards of a job
 (``shard=I/N``, a Slurm array, a Kubernetes Indexed Job: docs/scale.md) → the job's one
-output file, ``results.jsonl`` and ``report.json``, as an unsharded run would have written.
+output file (an OpenAI Batch job's: ``batch_output.jsonl`` and ``batch_errors.jsonl``),
+``results.jsonl`` and ``report.json``, as an unsharded run would have written.
 
 Each ``RUN_DIR`` is a shard's run directory, or a folder holding them (``outputs/runs/big``
 for ``outputs/runs/big/shard-0``...). The merge goes to ``--out``, by default

@@ -7,19 +7,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hydra import compose, initialize_config_dir
+from openai.types import BatchError, ErrorObject
 from openai.types import Completion as OpenAICompletion
 from openai.types.chat import ChatCompletion
 
 from runner._batch import BatchPlan, translate
 from runner._batch_output import write_batch_files
 from runner._checks import to_run_config
-from runner._config import RunConfig, register
+from runner._config import EngineConfig, RunConfig, register
+from runner._engine import Engine
 from runner._errors import ConfigError
+from runner._nodes import NodeSpec
 from runner._plan import prepare
-from runner._request import Style
+from runner._request import Api, GenerationRequest, Style
 from runner._textsynth import build
+from runner._work import Work
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXAMPLE = Path(__file__).resolve().parents[1] / "prompts" / "batch_example.jsonl"
@@ -211,3 +216,123 @@ def test_a_batch_file_runs_on_the_local_model_and_resumes_what_is_missing(
     assert report["totals"]["reused"] == 2 and report["totals"]["requests_sent"] == 2
     out, err = batch_files(tmp_path / "again")
     assert sorted(x["custom_id"] for x in out) == sorted(ids) and err == []
+
+
+# ------------------------------------------------------------------ HTTP statuses
+
+
+def test_a_line_the_node_refused_carries_its_status_and_an_openai_error_body(
+    tmp_path: Path,
+) -> None:
+    plan = scan(tmp_path, chat("refused"), chat("dropped", max_tokens=2), chat("ok", max_tokens=3))
+    works = list(plan.work())
+    records = [
+        {"index": 0, "status": "failed", "key": works[0].key, "error": "n: HTTP 400: too long",
+         "http_status": 400},
+        {"index": 1, "status": "failed", "key": works[1].key, "error": "n: timed out",
+         "http_status": None},
+        {"index": 2, "status": "ok", "answer": ["x"], "key": works[2].key},
+    ]  # fmt: skip
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_batch_files(tmp_path, results, plan.work())
+    out, err = batch_files(tmp_path)
+    assert [x["custom_id"] for x in out] == ["ok"]
+    refused, dropped = err
+    assert refused["custom_id"] == "refused" and refused["error"] is None
+    assert refused["response"]["status_code"] == 400
+    assert refused["response"]["request_id"].startswith("req_")
+    error = ErrorObject.model_validate(refused["response"]["body"]["error"])
+    assert error.message == "n: HTTP 400: too long" and error.type == "invalid_request_error"
+    assert dropped["response"] is None
+    assert BatchError.model_validate(dropped["error"]).code == "request_failed"
+
+
+def batch_input(tmp_path: Path) -> Path:
+    """Six lines, chats and completions; the two that mention "Bad" are refused by the
+    loopback nodes of these tests."""
+    lines = [
+        chat("c0", messages=[{"role": "user", "content": 'Tell me of "Alien"'}]),
+        chat("c1", messages=[{"role": "user", "content": "Bad idea"}], max_tokens=5),
+        {**chat("t2"), "url": "/v1/completions", "body": {"prompt": "Once upon"}},
+        {**chat("t3"), "url": "/v1/completions", "body": {"prompt": "Bad start"}},
+        chat("c4", messages=[{"role": "user", "content": 'And of "Heat"'}], max_tokens=7),
+        {**chat("t5"), "url": "/v1/completions", "body": {"prompt": "There was"}},
+    ]
+    return write(tmp_path, *lines)
+
+
+@pytest.mark.parametrize("status", [400, 500, 503])
+def test_lines_a_node_refuses_carry_the_nodes_status_and_the_rest_parse_as_openai_types(
+    tmp_path: Path, status: int
+) -> None:
+    from tests.loopback_node import loopback_node
+    from tests.test_merge import cli, records
+
+    with loopback_node() as node:
+        node.refuse, node.refuse_status = {"Bad"}, status
+        proc = cli(
+            tmp_path,
+            "job=openai_batch",
+            f"job.input.path={batch_input(tmp_path)}",
+            "engine.max_attempts=2",
+            "engine.bad_request_stop=0",  # the refusals are the items', not a setting's
+            nodes=(node,),
+        )
+    assert proc.returncode == 1, proc.stderr[-3000:]  # two items failed
+    failed = {
+        r["id"]: r for r in records(tmp_path / "run" / "results.jsonl") if r["status"] != "ok"
+    }
+    assert {k: r["http_status"] for k, r in failed.items()} == {"c1": status, "t3": status}
+    out, err = batch_files(tmp_path / "run")
+    assert [x["custom_id"] for x in out] == ["c0", "t2", "c4", "t5"]
+    assert [x["custom_id"] for x in err] == ["c1", "t3"]
+    for line in err:
+        assert line["error"] is None and line["response"]["status_code"] == status
+        ErrorObject.model_validate(line["response"]["body"]["error"])
+    for line in out:
+        assert line["response"]["status_code"] == 200 and line["error"] is None
+        body = line["response"]["body"]
+        kind = ChatCompletion if line["custom_id"].startswith("c") else OpenAICompletion
+        assert kind.model_validate(body).model == "smollm2"
+
+
+async def test_a_failed_record_keeps_the_status_of_the_answer_that_failed_it_and_none_without(
+    autojump_clock: Any,
+) -> None:
+    """The engine's records: a 400 (failed at once) and a 500 (retried, then given up) keep
+    their status; a connection refused, or a body that is not an answer, keep none."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["prompt"]
+        if prompt == "unreachable":
+            raise httpx.ConnectError("connection refused", request=request)
+        statuses = {"bad": 400, "broken": 500, "garbled": 200}
+        if prompt in statuses:
+            return httpx.Response(statuses[prompt], text="{not json")
+        return httpx.Response(200, json={"text": "fine", "reached_end": True})
+
+    prompts = ["bad", "broken", "unreachable", "garbled", "fine"]
+    works = []
+    for i, prompt in enumerate(prompts):
+        request = GenerationRequest(Api.textsynth, Style.completion, "e", prompt, seed=1)
+        works.append(Work(prompt, i, {}, request, request.key()))
+    records: list[dict[str, Any]] = []
+    engine = Engine(
+        [NodeSpec("a", "http://a:1"), NodeSpec("b", "http://b:1")],
+        EngineConfig(hedge=False, max_attempts=2, bad_request_stop=0),
+        api=Api.textsynth,
+        style=Style.completion,
+        engine_id="e",
+        on_result=records.append,
+        transport=httpx.MockTransport(handler),
+    )
+    await engine.run(iter(works))
+    got = {r["id"]: (r["status"], r.get("http_status")) for r in records}
+    assert got == {
+        "bad": ("failed", 400),
+        "broken": ("failed", 500),
+        "unreachable": ("failed", None),
+        "garbled": ("failed", None),
+        "fine": ("ok", None),
+    }

@@ -317,3 +317,42 @@ def test_an_item_with_bad_labels_stops_the_scan_naming_its_line(tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match=r"films.csv:3: job.choice_field 'labels'.*at least 2"):
         prepare(cfg).scan()
+
+
+# ------------------------------------------------------------------ a loopback node
+
+
+def test_a_choice_job_over_a_loopback_node_keeps_the_likeliest_label_and_is_reproducible(
+    tmp_path: Path,
+) -> None:
+    """The loopback node's ``/logprob`` (tests/loopback_node.py) scores by a hash of the
+    text: two runs give the same answers, and each is the softmax of its scores."""
+    from tests.loopback_node import logprob_of, loopback_node
+    from tests.test_merge import cli
+
+    films = tmp_path / "films.txt"
+    films.write_text("Toy Story\nAlien\nThe Godfather\n")
+    job = ("job=film_genre", f"job.input.path={films}")
+    with loopback_node() as node:
+        for run in ("r0", "r1"):  # each with its own journal: everything is scored again
+            proc = cli(tmp_path, *job, f"journal_dir={tmp_path / run}-j", nodes=(node,), run=run)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (
+        json.loads((tmp_path / r / "film_genre.json").read_text()) for r in ("r0", "r1")
+    )
+    assert first == second and list(first) == ["Toy Story", "Alien", "The Godfather"]
+    for work in prepare(load(*job)).work():
+        choices = work.request.choices
+        assert choices is not None
+        scores = [
+            LabelScore(label, *logprob_of(work.request.prompt, choices.continuation(label)))
+            for label in choices.labels
+        ]
+        expected = probabilities(scores, ChoiceNormalise.none)
+        answer = first[work.input["title"]]
+        assert answer["probabilities"] == pytest.approx(expected)
+        assert answer["label"] == max(expected, key=lambda label: expected[label])
+        assert node.seen[work.request.prompt] == 2 * len(GENRES)  # a request per label, twice
+    records = [json.loads(x) for x in (tmp_path / "r0" / "results.jsonl").read_text().splitlines()]
+    tokens = {c["label"]: c["num_tokens"] for r in records for c in r["choices"]}
+    assert tokens["science fiction"] == 2 and tokens["drama"] == 1  # a token per word
