@@ -50,6 +50,7 @@ _POSITIVE = {
     "cluster.local.ready_timeout": 0,
     "model.max_tokens": 1,
     "preflight.probe_tokens": 1,
+    "preflight.sample": 1,
     "preflight.timeout": 0,
     "shards": 1,
 }

@@ -114,17 +114,23 @@ class PreflightConfig:
     """What is measured before a run (and in a dry run) for its estimate: docs/preflight.md.
 
     Attributes:
-        count_tokens: count every item's prompt tokens with the nodes' tokenize, and stop
-            when a prompt and max_tokens do not fit the context (job.allow_prompt_truncation).
+        count_tokens: count prompt tokens with the nodes' tokenize, and stop when a prompt
+            and max_tokens do not fit the context (job.allow_prompt_truncation).
+        sample: count only the prompts whose bound (UTF-8 bytes + 4) and max_tokens do not
+            fit the context, and this many others, a sample from which the rest's tokens
+            are estimated by their bytes (a job of at most this many is counted whole); null:
+            count every prompt.
         probe_speed: when to time a few short answers of the job's first prompts on every
             node, all its slots at once, for the estimate's time and cost: dry_run (only
             there; a real run's ETA measures the run itself), always, never.
         probe_tokens: the most tokens each of those answers may have.
-        timeout: seconds the pre-flight may take in all before it gives up (the run goes on,
-            without the figures it could not get).
+        timeout: seconds the pre-flight may wait on the nodes in all before it gives up (the
+            run goes on, without the figures it could not get); rendering the prompts is not
+            counted.
     """
 
     count_tokens: bool = True
+    sample: int | None = 300
     probe_speed: ProbeSpeed = ProbeSpeed.dry_run
     probe_tokens: int = 32
     timeout: float = 120.0

@@ -6,15 +6,36 @@ not fit the context, the cluster's measured speed, and from those the longest th
 take and what it should cost. It is printed before the run (and by a dry run) and kept in
 ``report.json`` beside what the run actually did. :func:`eta_seconds` is the running ETA,
 counted in output tokens.
+
+The prompt tokens of a large job are not all counted: the prompts that cannot be too long
+(their bound, :data:`TOKEN_SLACK`) are left out but for a sample, and :class:`TokenTally`
+scales the sample's tokens per byte to the bytes of the prompts left out.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 EXAMPLES = 5  # prompts that do not fit the context named in the message and the estimate
+
+TOKEN_SLACK = 4
+"""Tokens a prompt may have beyond one per byte of its UTF-8 text: its bound is its bytes plus
+this. Every token of a byte-level BPE tokenizer (GPT-2, SmolLM2, Llama 3, Qwen) stands for at
+least one byte of the text, and so does every token of a SentencePiece tokenizer with byte
+fallback and no expanding normaliser (Llama 2, Mistral: a character it has no piece for is
+one token per byte), which may add one more: the "▁" it puts before the text can be a token
+of its own. The rest covers the BOS and EOS tokens a node's tokenize may add. (An NFKC
+normaliser, as in T5's tokenizer, can expand a character into several and break the bound.)
+"""
+
+
+def token_bound(text_bytes: int) -> int:
+    """The most tokens a prompt of ``text_bytes`` UTF-8 bytes can have (:data:`TOKEN_SLACK`)."""
+    return text_bytes + TOKEN_SLACK
 
 
 @dataclass(frozen=True)
@@ -32,13 +53,19 @@ class TokenTally:
 
     Attributes:
         items: items added.
-        counted: items whose prompt tokens were counted (all of them, or none).
+        counted: items whose prompt tokens were counted by the nodes.
         prompt_tokens: their prompt tokens.
-        longest_prompt: the most tokens of one prompt.
+        longest_prompt: the most tokens of one of them.
         output_tokens_max: the most output tokens the items can ask for (each request's
             ``max_tokens`` times its answers per request).
         too_long: items whose prompt and ``max_tokens`` do not fit ``context``;
             ``examples`` names the first few.
+        at_risk: counted items whose bound (:func:`token_bound`) and ``max_tokens`` did not
+            fit ``context``, so that only their count could tell.
+        sampled, sample_bytes, sample_tokens: the counted items that are a sample of those
+            left out, their UTF-8 bytes and their tokens.
+        left_out, left_out_bytes: items not counted (each fits ``context`` by its bound),
+            and their bytes; the sample's tokens per byte stand for theirs.
     """
 
     context: int | None = None
@@ -49,6 +76,12 @@ class TokenTally:
     output_tokens_max: int = 0
     too_long: int = 0
     examples: list[TooLong] = field(default_factory=list)
+    at_risk: int = 0
+    sampled: int = 0
+    sample_bytes: int = 0
+    sample_tokens: int = 0
+    left_out: int = 0
+    left_out_bytes: int = 0
 
     def add(self, *, max_tokens: int, answers: int) -> None:
         """Add one item: its ``max_tokens`` and answers per request (0 for a choice job,
@@ -56,15 +89,112 @@ class TokenTally:
         self.items += 1
         self.output_tokens_max += max_tokens * answers
 
-    def count(self, id: str, prompt_tokens: int, *, room: int) -> None:
-        """Add an item's prompt tokens, with the tokens its answer needs beside them."""
+    def count(
+        self,
+        id: str,
+        prompt_tokens: int,
+        *,
+        room: int,
+        at_risk: bool = False,
+        sample_bytes: int | None = None,
+    ) -> None:
+        """Add an item's prompt tokens, with the tokens its answer needs beside them;
+        ``at_risk`` when only its count could tell whether it fits, ``sample_bytes`` (its
+        UTF-8 bytes) when it is one of the sample."""
         self.counted += 1
+        self.at_risk += at_risk
+        if sample_bytes is not None:
+            self.sampled += 1
+            self.sample_bytes += sample_bytes
+            self.sample_tokens += prompt_tokens
         self.prompt_tokens += prompt_tokens
         self.longest_prompt = max(self.longest_prompt, prompt_tokens)
         if self.context is not None and prompt_tokens + room > self.context:
             self.too_long += 1
             if len(self.examples) < EXAMPLES:
                 self.examples.append(TooLong(id, prompt_tokens, room))
+
+    def leave_out(self, items: int, text_bytes: int) -> None:
+        """Add items whose prompts were not counted (their UTF-8 bytes in all): the sample
+        stands for them."""
+        self.left_out += items
+        self.left_out_bytes += text_bytes
+
+    def estimated_prompt_tokens(self) -> int | None:
+        """Every item's prompt tokens: those counted, and for those left out the sample's
+        tokens per byte times their bytes (per item when the sample has no bytes).
+        ``None`` when not every item was counted or sampled for."""
+        if self.items == 0 or self.counted + self.left_out != self.items:
+            return None
+        if not self.left_out:
+            return self.prompt_tokens
+        if not self.sampled:
+            return None
+        if self.sample_bytes:
+            rest = self.left_out_bytes * self.sample_tokens / self.sample_bytes
+        else:
+            rest = self.left_out * self.sample_tokens / self.sampled
+        return self.prompt_tokens + round(rest)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What the count needs of one item: its id and resume key, its prompt's text and UTF-8
+    bytes, and the tokens its answer needs beside them (``room``: 0 for a choice job)."""
+
+    id: str
+    key: str
+    text: str
+    bytes: int
+    room: int
+
+
+@dataclass
+class Sample:
+    """A sample of ``size`` of the prompts offered: those whose resume keys hash lowest, so a
+    uniform random one, and the same for the same work in any order; with the count and
+    the bytes of every prompt offered, and the longest in bytes.
+
+    Attributes:
+        size: the prompts kept at most.
+        offered: the prompts offered.
+        bytes: their UTF-8 bytes.
+        longest: the prompt of the most bytes (``None`` before the first).
+    """
+
+    size: int
+    offered: int = 0
+    bytes: int = 0
+    longest: Prompt | None = None
+    _kept: list[tuple[int, int, Prompt]] = field(default_factory=list)  # a heap: -rank first
+
+    def offer(self, prompt: Prompt) -> None:
+        """Count ``prompt`` in, and keep it if its key ranks among the ``size`` lowest."""
+        self.offered += 1
+        self.bytes += prompt.bytes
+        if self.longest is None or prompt.bytes > self.longest.bytes:
+            self.longest = prompt
+        digest = hashlib.blake2b(prompt.key.encode(), digest_size=8).digest()
+        entry = (-int.from_bytes(digest, "big"), self.offered, prompt)
+        if len(self._kept) < self.size:
+            heapq.heappush(self._kept, entry)
+        elif entry > self._kept[0]:  # a lower rank than the highest kept
+            heapq.heapreplace(self._kept, entry)
+
+    @property
+    def whole(self) -> bool:
+        """Every prompt offered is kept: counting them is counting them all."""
+        return self.offered <= self.size
+
+    def kept(self) -> list[Prompt]:
+        """The prompts kept, in the order they were offered."""
+        return [prompt for _, _, prompt in sorted(self._kept, key=lambda entry: entry[1])]
+
+    def longest_left_out(self) -> Prompt | None:
+        """The longest prompt in bytes when it is not kept (it is counted apart, for the
+        estimate's ``longest_prompt``)."""
+        kept = {id(prompt) for _, _, prompt in self._kept}
+        return None if self.longest is None or id(self.longest) in kept else self.longest
 
 
 @dataclass(frozen=True)
@@ -73,8 +203,9 @@ class Estimate:
 
     Attributes:
         items: the items about to be sent (those an earlier run answered left out).
-        prompt_tokens: their prompt tokens (``None``: not counted, ``not_counted`` says why).
-        longest_prompt: the most tokens of one prompt.
+        prompt_tokens: their prompt tokens (``None``: not counted, ``not_counted`` says why);
+            estimated when ``sampled`` is not 0.
+        longest_prompt: the most tokens of one prompt counted.
         context: the smallest context of the nodes, in tokens (``None``: no node said).
         too_long: items whose prompt and max_tokens do not fit it; ``examples`` the first.
         output_tokens_max: the most output tokens the items can ask for.
@@ -84,6 +215,13 @@ class Estimate:
         price_per_hour: the priced nodes' hourly prices added up (``None``: no prices).
         cost_max: what ``seconds_max`` of the priced nodes costs.
         not_counted: why the prompt tokens were not counted, when they were not.
+        counted: the prompts the nodes counted, one request each.
+        at_risk: of those, the prompts whose bound (:func:`token_bound`) and max_tokens did
+            not fit the context: counted so that the check of the context stays exact.
+        sampled: of those, a sample standing for the prompts not counted, whose tokens are
+            estimated from its tokens per byte; 0 when every prompt was counted.
+        prompt_tokens_counted: the counted prompts' tokens (``prompt_tokens`` when
+            ``sampled`` is 0).
     """
 
     items: int
@@ -98,6 +236,10 @@ class Estimate:
     price_per_hour: float | None
     cost_max: float | None
     not_counted: str | None = None
+    counted: int = 0
+    at_risk: int = 0
+    sampled: int = 0
+    prompt_tokens_counted: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The estimate as ``report.json`` holds it."""
@@ -123,10 +265,11 @@ def estimate(
     priced = [p for p in prices.values() if p is not None]
     price = sum(priced) if priced else None
     cost = None if price is None or seconds is None else price * seconds / 3600
-    counted = tally.items > 0 and tally.counted == tally.items
+    prompt_tokens = tally.estimated_prompt_tokens()
+    counted = prompt_tokens is not None
     return Estimate(
         items=tally.items,
-        prompt_tokens=tally.prompt_tokens if counted else None,
+        prompt_tokens=prompt_tokens,
         longest_prompt=tally.longest_prompt if counted else None,
         context=tally.context,
         too_long=tally.too_long,
@@ -137,6 +280,10 @@ def estimate(
         price_per_hour=price,
         cost_max=None if cost is None else round(cost, 6),
         not_counted=None if counted or tally.items == 0 else not_counted,
+        counted=tally.counted,
+        at_risk=tally.at_risk,
+        sampled=tally.sampled if counted and tally.left_out else 0,
+        prompt_tokens_counted=tally.prompt_tokens if counted else None,
     )
 
 
@@ -153,7 +300,13 @@ def too_long_message(found: Estimate) -> str:
 
 def describe(found: Estimate) -> list[str]:
     """The estimate in a few lines, for the console."""
-    if found.prompt_tokens is not None:
+    if found.prompt_tokens is not None and found.sampled:
+        tokens = (
+            f"about {found.prompt_tokens:,} prompt tokens (estimated by bytes from a sample of "
+            f"{found.sampled:,}; {found.counted:,} prompts counted, {found.at_risk:,} of them "
+            f"long enough to be at risk; longest counted {found.longest_prompt:,})"
+        )
+    elif found.prompt_tokens is not None:
         tokens = f"{found.prompt_tokens:,} prompt tokens (longest {found.longest_prompt:,})"
     else:
         tokens = f"prompt tokens not counted ({found.not_counted or 'no items'})"

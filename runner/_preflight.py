@@ -2,10 +2,15 @@
 
 Two measurements, each optional (``preflight`` settings, :class:`~runner._config.PreflightConfig`):
 
-- **tokens**: every item's prompt is counted with the nodes' tokenize (spread over all of
-  them, a few at a time per node); an item whose prompt and ``max_tokens`` exceed the
-  smallest context the nodes said is too long (the node would drop the prompt's beginning),
-  and the run stops before sending anything unless ``job.allow_prompt_truncation``;
+- **tokens**: prompts are counted with the nodes' tokenize (spread over all of them, a few
+  at a time per node); an item whose prompt and ``max_tokens`` exceed the smallest context
+  the nodes said is too long (the node would drop the prompt's beginning), and the run stops
+  before sending anything unless ``job.allow_prompt_truncation``. Not every prompt needs a
+  request (``preflight.sample``): one whose bound (its UTF-8 bytes and
+  :data:`~runner._estimate.TOKEN_SLACK`) and ``max_tokens`` fit the context cannot be too
+  long, so only the others (at risk) are counted, and of the rest a sample
+  (:class:`~runner._estimate.Sample`) and the longest in bytes; the tokens of the rest are
+  the sample's tokens per byte times their bytes;
 - **speed** (by default in dry runs only: ``preflight.probe_speed``): every node gets short
   answers to the job's first prompts, as many at once as its slots, and its output tokens per
   second with all slots busy are timed.
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import chain, islice
 
@@ -31,7 +36,16 @@ from ._client import NodeClient
 from ._cluster import RollCall
 from ._config import PreflightConfig, ProbeSpeed, RunConfig
 from ._errors import ConfigError, NodeError
-from ._estimate import Estimate, TokenTally, describe, estimate, too_long_message
+from ._estimate import (
+    Estimate,
+    Prompt,
+    Sample,
+    TokenTally,
+    describe,
+    estimate,
+    token_bound,
+    too_long_message,
+)
 from ._journal import Store
 from ._nodes import NodeSpec
 from ._plan import Plan
@@ -42,6 +56,7 @@ from ._work import Work
 log = logging.getLogger("runner")
 
 COUNTERS_PER_NODE = 4  # tokenize requests in flight on one node at once (they are cheap)
+SCAN_BATCH = 512  # items read and sorted (at risk, or offered to the sample) between sends
 
 
 def counted_text(request: GenerationRequest) -> str:
@@ -84,6 +99,23 @@ def answers_of(request: GenerationRequest) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
+def prompt_of(work: Work, max_tokens: int) -> Prompt:
+    """What the count needs of ``work`` (``max_tokens``: the job's, when the request has
+    none)."""
+    text = counted_text(work.request)
+    room = max_tokens_of(work.request, max_tokens) if answers_of(work.request) else 0
+    return Prompt(work.id, work.key, text, len(text.encode("utf-8", "surrogatepass")), room)
+
+
+@dataclass(frozen=True, slots=True)
+class _Count:
+    """A prompt to count, and how it enters the tally."""
+
+    prompt: Prompt
+    at_risk: bool = False
+    sampled: bool = False
+
+
 async def count_tokens(
     works: Iterable[Work],
     nodes: Sequence[NodeSpec],
@@ -93,7 +125,9 @@ async def count_tokens(
     max_tokens: int,
 ) -> str | None:
     """Add every work item to ``tally``, its prompt tokens counted by the nodes when
-    ``preflight.count_tokens``. Returns why the tokens were not all counted, or ``None``."""
+    ``preflight.count_tokens``: all of them, or with ``preflight.sample`` set the prompts
+    at risk of not fitting the context and a sample of the others. Returns why the tokens
+    were not all counted, or ``None``."""
     items = iter(works)
     reason: str | None = "preflight.count_tokens=false"
     if cfg.preflight.count_tokens:
@@ -109,6 +143,46 @@ def _add(tally: TokenTally, work: Work, max_tokens: int) -> None:
     tally.add(max_tokens=max_tokens_of(work.request, max_tokens), answers=answers_of(work.request))
 
 
+def _at_risk(prompt: Prompt, context: int | None) -> bool:
+    """Whether only a count can tell that ``prompt`` and its answer fit ``context``."""
+    return context is not None and token_bound(prompt.bytes) + prompt.room > context
+
+
+def _scan(
+    batch: Iterable[Work], tally: TokenTally, sample: Sample | None, max_tokens: int
+) -> list[_Count]:
+    """Add each item of ``batch`` to ``tally``; the prompts to count now: every one without
+    a sample, else those at risk (the others are offered to ``sample``)."""
+    counts = []
+    for work in batch:
+        _add(tally, work, max_tokens)
+        prompt = prompt_of(work, max_tokens)
+        at_risk = _at_risk(prompt, tally.context)
+        if sample is None or at_risk:
+            counts.append(_Count(prompt, at_risk=at_risk))
+        else:
+            sample.offer(prompt)
+    return counts
+
+
+def _sample_counts(sample: Sample) -> Iterator[_Count]:
+    """The sample's prompts to count: all it was offered when it kept them all, else the
+    ones it kept (as the sample) and the longest one apart."""
+    for prompt in sample.kept():
+        yield _Count(prompt, sampled=not sample.whole)
+    longest = sample.longest_left_out()
+    if longest is not None:
+        yield _Count(longest)
+
+
+def _leave_out(tally: TokenTally, sample: Sample) -> None:
+    """Tell ``tally`` of the prompts of ``sample`` that were not counted."""
+    counted = [*sample.kept(), *filter(None, [sample.longest_left_out()])]
+    left_out = sample.offered - len(counted)
+    if left_out:
+        tally.leave_out(left_out, sample.bytes - sum(prompt.bytes for prompt in counted))
+
+
 async def _count_on_nodes(
     items: Iterator[Work],
     nodes: Sequence[NodeSpec],
@@ -117,24 +191,33 @@ async def _count_on_nodes(
     *,
     max_tokens: int,
 ) -> str | None:
-    """Send the items' prompts to the nodes' tokenize, ``COUNTERS_PER_NODE`` at a time per
-    node, adding each to ``tally``; stops at the first failure (returns why)."""
+    """Send prompts to the nodes' tokenize, ``COUNTERS_PER_NODE`` at a time per node, adding
+    each to ``tally``: every prompt, or the prompts at risk as they come and then the sample
+    (``preflight.sample``). Stops at the first failure (returns why). ``preflight.timeout``
+    is the time spent waiting on the nodes: the scan of the items is not charged to it."""
     reason: str | None = None
-    send, receive = trio.open_memory_channel[Work](COUNTERS_PER_NODE * len(nodes))
+    send, receive = trio.open_memory_channel[_Count](COUNTERS_PER_NODE * len(nodes))
     engine = cfg.model.engine
+    sample = None if cfg.preflight.sample is None else Sample(cfg.preflight.sample)
 
-    async def counter(client: NodeClient, inbox: trio.MemoryReceiveChannel[Work]) -> None:
+    async def counter(client: NodeClient, inbox: trio.MemoryReceiveChannel[_Count]) -> None:
         nonlocal reason
         async with inbox:
-            async for work in inbox:
+            async for job in inbox:
+                prompt = job.prompt
                 try:
-                    tokens = await client.count_tokens(engine, counted_text(work.request))
+                    tokens = await client.count_tokens(engine, prompt.text)
                 except NodeError as exc:
                     reason = f"node {client.name} could not tokenize: {exc}"
                     scope.cancel()
                     return
-                room = max_tokens_of(work.request, max_tokens) if answers_of(work.request) else 0
-                tally.count(work.id, tokens, room=room)
+                tally.count(
+                    prompt.id,
+                    tokens,
+                    room=prompt.room,
+                    at_risk=job.at_risk,
+                    sample_bytes=prompt.bytes if job.sampled else None,
+                )
 
     with trio.move_on_after(cfg.preflight.timeout) as scope:
         async with AsyncExitStack() as stack:
@@ -156,9 +239,21 @@ async def _count_on_nodes(
                         nursery.start_soon(counter, client, receive.clone())
                 receive.close()
                 async with send:
-                    for work in items:
-                        _add(tally, work, max_tokens)
-                        await send.send(work)
+                    while True:
+                        started = trio.current_time()
+                        batch = list(islice(items, SCAN_BATCH))
+                        if not batch:
+                            break
+                        jobs = _scan(batch, tally, sample, max_tokens)
+                        scope.deadline += trio.current_time() - started  # the scan's time
+                        await trio.lowlevel.checkpoint()  # a long scan sends nothing
+                        for job in jobs:
+                            await send.send(job)
+                    if sample is not None:
+                        for job in _sample_counts(sample):
+                            await send.send(job)
+        if sample is not None:  # every count arrived
+            _leave_out(tally, sample)
     if scope.cancelled_caught and reason is None:
         reason = f"counting took longer than preflight.timeout={cfg.preflight.timeout:g}s"
     return reason

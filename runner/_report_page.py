@@ -259,7 +259,8 @@ def estimate_rows(report: RunReport) -> list[dict[str, str]]:
     rows = [
         {"what": "items sent", "estimate": number(found.items),
          "actual": number(totals.items - totals.reused)},
-        {"what": "prompt tokens", "estimate": number(found.prompt_tokens)
+        {"what": "prompt tokens", "estimate": (f"about {number(found.prompt_tokens)} (from a "
+         f"sample of {found.sampled:,})" if found.sampled else number(found.prompt_tokens))
          or f"not counted: {found.not_counted}", "actual": ""},
         {"what": "output tokens", "estimate": f"at most {number(found.output_tokens_max)}",
          "actual": number(totals.output_tokens)},
