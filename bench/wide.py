@@ -8,6 +8,12 @@ cluster's 6-50 tokens/s per slot; one node in twenty dies or hangs (alternately)
 the lower bound. Reported per run: makespan / lower bound, items lost, requests, and hedged
 duplicates as a share of requests (a hedge's losing copy is one ``hedge_lost`` trace).
 
+``real`` runs the same wide cluster in *real time* with real sockets: the simulated nodes
+are served by a child process on 127.0.0.1 (:func:`bench._process.sim_server`), the engine
+runs in this process, and the CPU of both is measured, so a figure limited by the simulator
+rather than the runner shows as such. ``--time-scale`` stretches or shrinks the simulated
+seconds (1.0: real seconds).
+
 ``cpu`` measures what the runner's engine costs in CPU per request as the cluster widens:
 ``--widths`` clusters of instant nodes (4 slots each) served by a child process on
 127.0.0.1 (real sockets), the engine in this process, ``resource.getrusage`` of this
@@ -37,11 +43,12 @@ import trio.testing
 from ._bounds import lower_bound
 from ._cluster import SimCluster
 from ._engine_adapter import run_engine_strategy
+from ._harness import run_once
 from ._items import Item
 from ._outcomes import RunResult, count
 from ._process import sim_server
 from ._roundrobin import roundrobin
-from ._scenarios import MAX_TOKENS, item_stream
+from ._scenarios import MAX_TOKENS, Scenario, item_stream
 from ._spec import ClusterSpec, SimNodeSpec
 from ._strategy import Node, Settings, Strategy, Trace
 from ._transport import SimTransport
@@ -112,6 +119,25 @@ async def _virtual_run(
     return result, traces
 
 
+def _row(name: str, run: int, result: RunResult) -> dict[str, Any]:
+    """One run's figures, as the results JSON keeps them."""
+    return {
+        "strategy": name,
+        "round": run + 1,
+        "ratio": result.ratio,
+        "makespan_s": result.makespan,
+        "items": result.items,
+        "ok": result.ok,
+        "failed": result.failed,
+        "lost": result.lost,
+        "requests": result.requests,
+        "hedges": hedges(result),
+        "hedge_share": hedges(result) / result.requests if result.requests else None,
+        "outcomes": result.outcomes,
+        "real_s": result.wall_s,
+    }
+
+
 def virtual(args: argparse.Namespace) -> dict[str, Any]:
     """Makespan, losses and hedges of each strategy on the wide cluster, virtual time."""
     items = list(item_stream(args.items, seed=args.seed))
@@ -122,22 +148,7 @@ def virtual(args: argparse.Namespace) -> dict[str, Any]:
         for name in args.strategies:
             clock = trio.testing.MockClock(autojump_threshold=0)
             result, _ = trio.run(_virtual_run, name, nodes, items, settings, clock=clock)
-            row = {
-                "strategy": name,
-                "round": run + 1,
-                "ratio": result.ratio,
-                "makespan_s": result.makespan,
-                "items": result.items,
-                "ok": result.ok,
-                "failed": result.failed,
-                "lost": result.lost,
-                "requests": result.requests,
-                "hedges": hedges(result),
-                "hedge_share": hedges(result) / result.requests if result.requests else None,
-                "outcomes": result.outcomes,
-                "real_s": result.wall_s,
-                "cpu_s": result.cpu_s,
-            }
+            row = _row(name, run, result) | {"cpu_s": result.cpu_s}
             rows.append(row)
             print(_line(row), flush=True)
     return {
@@ -155,7 +166,9 @@ def virtual(args: argparse.Namespace) -> dict[str, Any]:
 def _line(row: dict[str, Any]) -> str:
     share = row["hedge_share"]
     return (
-        f"{row['strategy']} round {row['round']}: ratio {row['ratio']:.3f}, lost {row['lost']}, "
+        f"{row['strategy']} round {row['round']}: "
+        + (f"ratio {row['ratio']:.3f}" if row["ratio"] is not None else "no ratio")
+        + f", lost {row['lost']}, "
         f"requests {row['requests']}, hedges {row['hedges']}"
         + (f" ({100 * share:.2f} %)" if share is not None else "")
         + f", real {row['real_s']:.0f} s"
@@ -172,6 +185,49 @@ def _medians(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[
             if any(r[k] is not None for r in mine)
         }
     return out
+
+
+def real(args: argparse.Namespace) -> dict[str, Any]:
+    """Makespan on the wide cluster in real time, nodes in a child process; the CPU seconds
+    of the runner (this process) and of the simulator (the child) per run."""
+    items = tuple(item_stream(args.items, seed=args.seed))
+    nodes = tuple(wide_nodes(args.nodes, items, failures=not args.no_failures))
+    scenario = Scenario(
+        "wide",
+        "makespan",
+        f"{args.nodes} nodes x {SLOTS} slots, speeds 6-50 tokens/s, real time",
+        nodes,
+        items,
+        Settings(time_scale=args.time_scale, max_tokens=MAX_TOKENS),
+        {n.name: n.slots for n in nodes},
+    )
+    rows: list[dict[str, Any]] = []
+    for run in range(args.rounds):
+        for name in args.strategies:
+            result = trio.run(run_once, scenario, name, STRATEGIES[name], run, args.max_seconds)
+            row = _row(name, run, result) | {
+                "status": result.status,
+                "runner_cpu_s": result.cpu_s,
+                "simulator_cpu_s": result.sim_cpu_s,
+                "load_before_after": result.load,
+            }
+            rows.append(row)
+            print(
+                _line(row)
+                + f", CPU runner {result.cpu_s:.0f} s, simulator {result.sim_cpu_s or 0:.0f} s",
+                flush=True,
+            )
+    return {
+        "mode": "real",
+        "nodes": args.nodes,
+        "slots_per_node": SLOTS,
+        "items": args.items,
+        "time_scale": args.time_scale,
+        "failing_nodes": 0 if args.no_failures else args.nodes // FAIL_EVERY,
+        "lower_bound_s": scenario.bound().seconds,
+        "runs": rows,
+        "medians": _medians(rows, ("ratio", "hedge_share", "lost", "requests")),
+    }
 
 
 async def _cpu_run(width: int, requests: int) -> dict[str, Any]:
@@ -311,6 +367,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     v.add_argument("--seed", type=int, default=1)
     v.add_argument("--no-failures", action="store_true", help="no node dies or hangs")
     v.add_argument("--strategies", type=lambda s: s.split(","), default=["engine", "roundrobin"])
+    r = sub.add_parser("real", help="makespan on a wide cluster in real time, real sockets")
+    r.add_argument("--nodes", type=int, default=200)
+    r.add_argument("--items", type=int, default=8_000)
+    r.add_argument("--rounds", type=int, default=1)
+    r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--time-scale", type=float, default=1.0)
+    r.add_argument("--max-seconds", type=float, default=900.0, help="stop a run after this")
+    r.add_argument("--no-failures", action="store_true", help="no node dies or hangs")
+    r.add_argument("--strategies", type=lambda s: s.split(","), default=["engine"])
     c = sub.add_parser("cpu", help="runner CPU per request at several widths")
     c.add_argument("--widths", type=_ints, default=[10, 100, 1000])
     c.add_argument("--requests", type=int, default=20_000)
@@ -320,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     load = os.getloadavg()
-    result = {"virtual": virtual, "cpu": cpu, "startup": startup}[args.mode](args)
+    modes = {"virtual": virtual, "real": real, "cpu": cpu, "startup": startup}
+    result = modes[args.mode](args)
     result["load_before_after"] = [load, os.getloadavg()]
     text = json.dumps(result, indent=1)
     if args.out:

@@ -128,6 +128,14 @@ class NodeClient:
     def __repr__(self) -> str:
         return f"NodeClient({self.name!r}, {self.base_url!r}, api={self.api.value})"
 
+    @property
+    def heard(self) -> float:
+        """When a request was last sent to the node or a byte of an answer came from it
+        (``trio.current_time()``; while streaming, at most a sixteenth of the stall timeout
+        late). A node with requests in flight that has not been heard from for long is
+        silent: it may be hung."""
+        return self._connection.heard
+
     async def __aenter__(self) -> NodeClient:
         await self._connection.__aenter__()
         return self

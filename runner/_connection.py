@@ -134,6 +134,9 @@ class NodeConnection:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._urls: dict[str, httpx.URL] = {}  # path -> absolute URL, parsed once
+        # When a request was last sent to the node or a byte came from it (trio time; while
+        # streaming, updated at most every STALL_SLACK of the stall timeout).
+        self.heard = -math.inf
 
     def __repr__(self) -> str:
         return f"NodeConnection({self.name!r}, {self.base_url!r})"
@@ -265,6 +268,7 @@ class NodeConnection:
         if now is None:
             now = trio.current_time()
         stall.deadline = now + self.stall_timeout * (1 + STALL_SLACK) if watch else math.inf
+        self.heard = now
         return now
 
     def _translate(self, exc: httpx.HTTPError) -> NodeError:

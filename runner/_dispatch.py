@@ -79,11 +79,21 @@ class Dispatcher:
         nodes: the cluster's nodes (their health, latency and load are read, not changed,
             except the count of copies a node took).
         hedge: whether idle nodes near the end copy stragglers.
+        silent: whether a node with requests in flight has been silent so long (no byte,
+            no request sent) that it may be hung: it takes no new work until it is heard
+            again. ``None``: never judged (whole answers say nothing until they end).
     """
 
-    def __init__(self, nodes: list[NodeState], *, hedge: bool) -> None:
+    def __init__(
+        self,
+        nodes: list[NodeState],
+        *,
+        hedge: bool,
+        silent: Callable[[NodeState, float], bool] | None = None,
+    ) -> None:
         self.nodes = nodes
         self.hedge = hedge
+        self._silent = silent
         self.fresh: Iterator[Work] = iter(())
         self.fresh_done = False
         self.size: Callable[[], int] | None = None  # the input's size, or a bound of it
@@ -112,6 +122,10 @@ class Dispatcher:
         self._changed[node.name].set()
         self._changed[node.name] = trio.Event()
 
+    def silent(self, node: NodeState, now: float) -> bool:
+        """Whether ``node`` has been silent so long that it may be hung (see ``silent``)."""
+        return self._silent is not None and self._silent(node, now)
+
     def admitted(self) -> list[NodeState]:
         return [n for n in self.nodes if n.health is Health.admitted]
 
@@ -126,9 +140,11 @@ class Dispatcher:
             changed = self._changed[node.name]
             now = trio.current_time()
             wake_at = float("inf")
-            if node.health is Health.admitted and node.active < node.limit:
+            if node.free:
                 if node.cooldown_until > now:
                     wake_at = node.cooldown_until
+                elif node.active and self.silent(node, now):
+                    wake_at = now + PACE_REFRESH  # its bytes wake no one: look again soon
                 else:
                     task, wake_at = self._pick(node, now)
                     if task is not None:
@@ -164,12 +180,14 @@ class Dispatcher:
             # Copies are looked for again every few of the fastest node's latencies, not
             # at every answer: one ranking of what runs serves every idle node meanwhile.
             pace = self._pace_now(now)
-            if not self._hedges(node, pace):
-                return None, min(wake_at, now + PACE_REFRESH)
             again = min(PACE_REFRESH, pace.fastest / 4) if pace is not None else PACE_REFRESH
             if self._ranking is None or now >= self._ranking_at + again:  # the wake-up's test
                 self._ranking = rank(self._by_name, self.in_flight, now)
                 self._ranking_at = now
+            if not self._hedges(
+                node, pace, self._ranking.worth_copying(pace.fastest if pace else None)
+            ):
+                return None, min(wake_at, now + PACE_REFRESH)
             hedge = pick(node, self._ranking)
             if hedge is not None:
                 node.hedges += 1
@@ -178,10 +196,11 @@ class Dispatcher:
         return None, wake_at
 
     @staticmethod
-    def _hedges(node: NodeState, pace: Pace | None) -> bool:
+    def _hedges(node: NodeState, pace: Pace | None, candidates: int) -> bool:
         """Whether ``node`` is fast enough to run copies: as fast as the tail rule asks of
-        a node taking the last fresh item. A slow node's copy would not beat the original."""
-        return node.latency_ewma is None or takes_fresh(node.latency_ewma, 0, pace)
+        a node taking one of ``candidates`` fresh items. A slower node's copy would not beat
+        the original, or would keep a faster node from copying it."""
+        return node.latency_ewma is None or takes_fresh(node.latency_ewma, candidates, pace)
 
     def _takes_fresh(self, node: NodeState, now: float) -> bool:
         if self.size is None or node.latency_ewma is None:
@@ -191,6 +210,7 @@ class Dispatcher:
     def _pace_now(self, now: float) -> Pace | None:
         ended, at = self._pace_at
         if self.ended - ended >= max(8, len(self.nodes) // 8) or now - at >= PACE_REFRESH:
-            self._pace = pace_of(self.nodes)  # O(nodes): amortised over nodes/8 requests
+            # O(nodes): amortised over nodes/8 requests. A silent node will not answer soon.
+            self._pace = pace_of(n for n in self.nodes if not (n.active and self.silent(n, now)))
             self._pace_at = (self.ended, now)
         return self._pace

@@ -13,10 +13,14 @@ What follows a failed request is decided by the failure policy (:mod:`runner._po
 which has the whole table); the engine carries it out. In short: a node failure
 (connection, timeout, stall, 5xx, a bad body, a node that refuses us) moves the item to
 another node, and a node with ``breaker_failures`` of them in a row is benched and probed
-with a tiny real completion until it answers again; a *busy* answer (503 or 429 with
-``Retry-After``) pauses the node for the advised time and counts against nothing; a bad
-request (any other 4xx) fails the item at once with the node's message; an answer the
-acceptor rejects is asked for again with the next seed. The last admitted node is never
+with a tiny real completion until it answers again. A hung node would swallow every new
+request for a whole timeout, so a node that timed out takes no new work until it answers
+again (benched at once when nothing else of it is in flight), and while streaming, a node
+that sent no byte for a quarter of ``stall_timeout`` takes none either, counts for nothing
+in the tail rule's pace, and is benched when a copy of its item wins; a *busy* answer
+(503 or 429 with ``Retry-After``) pauses the node for the advised time and counts against
+nothing; a bad request (any other 4xx) fails the item at once with the node's message; an
+answer the acceptor rejects is asked for again with the next seed. The last admitted node is never
 benched: it cools down with growing pauses instead. When no node could serve for
 ``no_node_timeout`` seconds the run stops with :class:`~runner._errors.ClusterUnavailable`;
 when the first ``bad_request_stop`` requests of a run all get the same 4xx, it stops with
@@ -106,7 +110,9 @@ class Engine:
         self._on_request = on_request
         self._transport = transport
         self._clients: dict[str, NodeClient] = {}
-        self._queue = Dispatcher(self.nodes, hedge=settings.hedge)
+        self._queue = Dispatcher(
+            self.nodes, hedge=settings.hedge, silent=self._silent if settings.stream else None
+        )
         self._benched = {node.name: trio.Event() for node in self.nodes}  # set when benched
         self._all_done = trio.Event()
         self._stopped_reason: str | None = None
@@ -252,6 +258,8 @@ class Engine:
         if task.done:
             # A hedge lost the race: its answer (if any) is discarded.
             outcome = "cancelled" if lost_race else "discarded"
+            if lost_race and self._queue.silent(node, trio.current_time()):
+                self._suspect(node, trio.current_time())  # it lost because it is hung?
         elif failure is not None:
             outcome = self._failed(node, task, failure).value
         else:
@@ -350,6 +358,8 @@ class Engine:
             task.avoid.add(node.name)
             if node.consecutive_failures >= settings.breaker_failures:
                 self._bench_or_cool(node, now)
+            elif isinstance(exc, NodeTimeout):
+                self._suspect(node, now)
         self._watch_refusals(fault, exc, reason)
         if task.running:
             return fault  # a copy is still running elsewhere
@@ -383,7 +393,26 @@ class Engine:
             )
             self._run_scope.cancel()
 
+    def _silent(self, node: NodeState, now: float) -> bool:
+        """Whether ``node``, with requests in flight, has sent no byte (and been sent no
+        request) for a quarter of the stall timeout: a streaming node sends tokens every
+        fraction of a second, so it may be hung, and a new request would wait with the
+        others. It is not benched for it; the stall timeout still decides that."""
+        client = self._clients.get(node.name)
+        return client is not None and now - client.heard > self.settings.stall_timeout / 4
+
+    def _suspect(self, node: NodeState, now: float) -> None:
+        """After a timeout: a hung node holds every request it gets for a whole timeout, so
+        until it shows it answers, it gets none. While other requests of it are in flight
+        it waits for one of them (an answer clears it; their timeouts bench it); with none,
+        it is benched now, and a probe (seconds, on a healthy node) re-admits it."""
+        if node.active:
+            node.suspect = True
+        else:
+            self._bench_or_cool(node, now)
+
     def _bench_or_cool(self, node: NodeState, now: float) -> None:
+        node.suspect = False
         others = [n for n in self._queue.admitted() if n is not node]
         if node.health is Health.admitted and others:
             node.health = Health.benched

@@ -48,6 +48,21 @@ class Ranking(Generic[T]):
     typical: float | None  # the median node latency, for nodes not measured yet
     start: int = 0  # entries before it have gained a copy or ended: no node can take them
 
+    def worth_copying(self, fastest: float | None) -> int:
+        """How many candidates not passed over yet a node of latency ``fastest`` would
+        finish sooner (some may have gained a copy since): the copies left to make."""
+        if fastest is None:
+            return 0
+        threshold = MARGIN * fastest
+        low, high = self.start, len(self.entries)  # remaining falls along the entries
+        while low < high:
+            mid = (low + high) // 2
+            if self.entries[mid][0] > threshold:
+                low = mid + 1
+            else:
+                high = mid
+        return low - self.start
+
 
 def rank(nodes: Mapping[str, NodeState], in_flight: Iterable[T], now: float) -> Ranking[T]:
     """Rank the items in flight that run on one node only by their expected time left."""

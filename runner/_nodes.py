@@ -74,6 +74,9 @@ class NodeState:
     limit: int = 0  # requests in flight allowed now
     active: int = 0  # requests in flight now
     health: Health = Health.admitted
+    # A request of it timed out while others were in flight: it takes no new work until one
+    # of them answers (a hung node would swallow each new request for a whole timeout).
+    suspect: bool = False
     consecutive_failures: int = 0
     cooldown_until: float = 0.0  # the last admitted node backs off instead of being benched
     requests: int = 0
@@ -98,11 +101,12 @@ class NodeState:
     @property
     def free(self) -> bool:
         """Whether the node may take one more request now (ignoring cool-down)."""
-        return self.health is Health.admitted and self.active < self.limit
+        return self.health is Health.admitted and not self.suspect and self.active < self.limit
 
     def record_success(self, latency: float, output_tokens: int | None) -> None:
         self.successes += 1
         self.consecutive_failures = 0
+        self.suspect = False
         self.cooldown_until = 0.0
         self.output_tokens += output_tokens or 0
         self.busy_time += latency

@@ -67,7 +67,10 @@ def pace_of(nodes: Iterable[NodeState]) -> Pace | None:
     measured = sorted(
         (node.latency_ewma, node.limit)
         for node in nodes
-        if node.health is Health.admitted and node.latency_ewma and node.latency_ewma > 0
+        if node.health is Health.admitted
+        and not node.suspect
+        and node.latency_ewma
+        and node.latency_ewma > 0
     )
     if not measured:
         return None

@@ -133,6 +133,50 @@ async def test_hung_node_is_abandoned_and_its_items_resent(autojump_clock: Any) 
     assert engine.nodes[1].errors >= 1
 
 
+def work_requests_after(node: FakeNode, since: float) -> int:
+    """Requests of items (not probes) that reached ``node`` at or after ``since``."""
+    return sum(
+        1
+        for body, at in zip(node.requests, node.arrivals, strict=True)
+        if at >= since and str(body.get("prompt", "")).startswith("item ")
+    )
+
+
+async def test_a_node_whose_request_timed_out_gets_no_new_work_while_its_others_hang(
+    autojump_clock: Any,
+) -> None:
+    # Five failures in a row would bench it: without the rule each of its three timeouts
+    # frees a slot that takes a new item, which hangs for another whole timeout.
+    settings = replace(SETTINGS, request_timeout=10.0, hedge=False, breaker_failures=5)
+    hanging = FakeNode(delay=1.0, hang_from=3.5)
+    engine, records = await run_engine(
+        {1: FakeNode(delay=1.0), 2: hanging}, make_work(60), settings=settings, slots=3
+    )
+    assert_each_item_once(records, 60)
+    assert all(r["status"] == "ok" for r in records)
+    hung = work_requests_after(hanging, 3.5)
+    assert hung == 3  # the three that hung, and nothing after their first timeout
+    assert engine.nodes[1].health.value == "benched"
+
+
+async def test_a_hung_streaming_node_whose_copies_lost_gets_no_new_work(
+    autojump_clock: Any,
+) -> None:
+    # Streamed answers send bytes all the time: a node with requests in flight that sent
+    # none for a quarter of the stall timeout may be hung. Its items are copied at the end;
+    # when the copies win, it is benched instead of taking copies of others' items.
+    settings = replace(SETTINGS, stream=True, stall_timeout=30.0, request_timeout=100.0)
+    hanging = FakeNode(delay=0.5, hang_from=4.0)
+    engine, records = await run_engine(
+        {1: FakeNode(delay=1.0), 2: hanging}, make_work(40), settings=settings, slots=2
+    )
+    assert_each_item_once(records, 40)
+    assert all(r["status"] == "ok" for r in records)
+    assert work_requests_after(hanging, 4.0) == 2  # the two that hung
+    assert engine.finished_at - engine.started_at < 30  # well before their stall timeout
+    assert engine.nodes[1].health.value == "benched"
+
+
 async def test_5xx_and_429_bursts_are_retried_elsewhere(autojump_clock: Any) -> None:
     nodes = {1: FakeNode(fail_first=5, fail_status=500), 2: FakeNode(fail_first=5, fail_status=429)}
     settings = replace(SETTINGS, breaker_failures=10)

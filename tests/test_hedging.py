@@ -78,3 +78,16 @@ def test_a_ranking_gives_nothing_to_a_node_too_slow_to_gain() -> None:
     nodes = _nodes(slow=10.0, slowish=8.0)
     ranking = rank(nodes, [Item({"slow": (None, 0.0)})], now=1.0)  # 9 s left
     assert pick(nodes["slowish"], ranking) is None  # 8 s x 1.25 does not beat 9 s
+
+
+def test_the_copies_left_to_make_are_the_items_the_fastest_node_would_finish_sooner() -> None:
+    nodes = _nodes(fast=2.0, slow=20.0)
+    # On a node that takes 20 s, sent 19, 4, 2 and 0 s ago: 1, 16, 18 and 20 s left.
+    items = [Item({"slow": (None, float(sent))}) for sent in (0, 15, 17, 19)]
+    ranking = rank(nodes, items, now=19.0)
+    assert [remaining for remaining, _ in ranking.entries] == [20.0, 18.0, 16.0, 1.0]
+    assert ranking.worth_copying(2.0) == 3  # the last would end before a copy (2.5 s)
+    assert ranking.worth_copying(20.0) == 0
+    assert ranking.worth_copying(None) == 0
+    ranking.start = 1  # the first gained a copy
+    assert ranking.worth_copying(2.0) == 2
