@@ -66,6 +66,14 @@ def results_json(scenario: Scenario, results: Sequence[RunResult], *, runs: int)
     }
 
 
+def emit(result: dict[str, Any], out: Path | None) -> None:
+    """A command's results: written to ``out`` as JSON (and its path printed), else printed."""
+    text = json.dumps(result, indent=1)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+    print(text if not out else f"results: {out}")
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -25,11 +25,9 @@ Loopback only; every run is bounded in items and time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -47,6 +45,7 @@ from ._harness import run_once
 from ._items import Item
 from ._outcomes import RunResult, count
 from ._process import sim_server
+from ._report import emit
 from ._roundrobin import roundrobin
 from ._scenarios import MAX_TOKENS, Scenario, item_stream
 from ._spec import ClusterSpec, SimNodeSpec
@@ -388,10 +387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     modes = {"virtual": virtual, "real": real, "cpu": cpu, "startup": startup}
     result = modes[args.mode](args)
     result["load_before_after"] = [load, os.getloadavg()]
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    print(text if not args.out else f"results: {args.out}", file=sys.stdout)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ class EngineConfig:
         probe_timeout: seconds a probe may take.
         no_node_timeout: stop the run (exit 3) when no node could serve for this long.
         hedge: near the end, re-send slow nodes' in-flight items to idle nodes.
-        journal_fsync: fsync every journal line (survives power loss, slower).
+        journal_fsync: sync every journal line to disk (survives power loss), in groups off
+            the event loop.
     """
 
     slots: int = 1

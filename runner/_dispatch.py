@@ -108,6 +108,7 @@ class Dispatcher:
         # One event per node: a request's end wakes its node's workers, not the cluster's.
         self._changed = {node.name: trio.Event() for node in nodes}
         self._ranking: Ranking[Task] | None = None
+        self._ended_told = False  # every worker was woken to see that the work is done
         self._ranking_at = float("-inf")
 
     def notify(self) -> None:
@@ -121,6 +122,17 @@ class Dispatcher:
         """Wake the waiting workers of ``node`` alone (one of its slots is free again)."""
         self._changed[node.name].set()
         self._changed[node.name] = trio.Event()
+
+    def tell_if_ended(self) -> bool:
+        """When the work has just ended (no fresh item, retry or request in flight left),
+        wake every worker once, to see it (some may sleep until a cool-down ends); True if
+        this call told them. Once, not at every end of a request or of a worker: that
+        would cost the number of nodes times the number of workers."""
+        if self._ended_told or not self.fresh_done or self.retry or self.in_flight:
+            return False
+        self._ended_told = True
+        self.notify()
+        return True
 
     def silent(self, node: NodeState, now: float) -> bool:
         """Whether ``node`` has been silent so long that it may be hung (see ``silent``)."""
@@ -149,8 +161,7 @@ class Dispatcher:
                     task, wake_at = self._pick(node, now)
                     if task is not None:
                         return task
-            if self.fresh_done and not self.retry and not self.in_flight:
-                self.notify()  # the other workers may be asleep until a cooldown ends
+            if self.tell_if_ended() or self._ended_told:
                 return None
             with trio.move_on_at(wake_at):
                 await changed.wait()

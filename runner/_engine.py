@@ -289,9 +289,9 @@ class Engine:
                     output_tokens=completion.output_tokens if completion else None,
                 )
             )
-        if self._queue.wake_all or (self._queue.fresh_done and not self._queue.in_flight):
+        if self._queue.wake_all:
             self._queue.notify()
-        else:
+        elif not self._queue.tell_if_ended():
             self._queue.notify_node(node)
 
     def _answered(

@@ -341,7 +341,8 @@ def _engine_run(
     interrupted = refused = False
     broken: StorageError | None = None
     try:
-        trio.run(_drive, engine, fresh_work(), total, lambda: reused, cfg, estimate)
+        journals = (store_journal, results)  # with journal_fsync, synced off the event loop
+        trio.run(_drive, engine, fresh_work(), total, lambda: reused, cfg, estimate, journals)
     except* ClusterUnavailable as group:
         stopped = str(group.exceptions[0])
     except* RequestsRefused as group:
@@ -376,9 +377,12 @@ async def _drive(
     reused: Callable[[], int],
     cfg: RunConfig,
     estimate: Estimate | None = None,
+    journals: tuple[Journal, ...] = (),
 ) -> None:
-    """Run the engine with the progress display beside it."""
+    """Run the engine with the progress display beside it, and the journals' syncs."""
     async with trio.open_nursery() as nursery:
+        for journal in journals:
+            await nursery.start(journal.keep_synced)
         nursery.start_soon(
             partial(
                 show_progress,

@@ -148,3 +148,31 @@ def test_cli_writes_results_and_a_timeline(tmp_path: Path) -> None:
     assert data["median"]["roundrobin"]["lost"] == 0
     assert data["lower_bound_s"]["seconds"] > 0
     assert (tmp_path / "heterogeneous_timeline.png").stat().st_size > 10_000
+
+
+def test_the_journal_sync_benchmark_compares_both_ways_and_keeps_every_line(
+    tmp_path: Path,
+) -> None:
+    from bench import journal_sync
+
+    out = tmp_path / "journal_sync.json"
+    journal_sync.main(
+        [
+            "--lines",
+            "20",
+            "--every",
+            "0",
+            "--rounds",
+            "1",
+            "--dir",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
+    )
+    data = json.loads(out.read_text())
+    runs = {run["mode"]: run for run in data["runs"]}
+    assert set(runs) == {"inline", "grouped"}
+    assert runs["inline"]["syncs"] == 40  # one per line on the event loop
+    assert 1 <= runs["grouped"]["syncs"] <= 40
+    assert not list(tmp_path.glob("journal-sync-*"))  # its temporary files are gone

@@ -167,6 +167,19 @@ def test_all_items_ok_exits_0_with_outputs(tmp_path: Path, node: LoopbackNode) -
     assert sum(node.seen.values()) == 20
 
 
+def test_with_journal_fsync_every_result_is_journaled_and_the_rerun_sends_nothing(
+    tmp_path: Path, node: LoopbackNode
+) -> None:
+    proc = cli(tmp_path, "job=movie_details", "engine.journal_fsync=true", node=node)
+    assert proc.returncode == 0, proc.stderr
+    assert len(store_records(tmp_path)) == 20
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 20
+    again = cli(tmp_path, "job=movie_details", "engine.journal_fsync=true", node=node, run="again")
+    assert again.returncode == 0, again.stderr
+    assert report(tmp_path, "again")["totals"]["reused"] == 20
+    assert sum(node.seen.values()) == 20
+
+
 def test_partial_failure_exits_1_and_a_rerun_sends_only_what_is_missing(
     tmp_path: Path, node: LoopbackNode
 ) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from runner import _journal
 from runner._config import OutputConfig, OutputShape
@@ -155,3 +158,69 @@ def test_a_journal_under_a_file_is_one_line_naming_it(tmp_path: Path) -> None:
         Journal(tmp_path / "file" / "store.jsonl")
     with pytest.raises(StorageError, match=r"file/store.jsonl: cannot read the journal: Not a"):
         Store(tmp_path / "file" / "store.jsonl")
+
+
+class _SlowDisk:
+    """``os.fsync`` that takes a while and notes, per call, its thread and the file's size."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: list[tuple[int, int]] = []  # (thread id, bytes in the file)
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append((threading.get_ident(), os.fstat(fd).st_size))
+        time.sleep(self.seconds)
+
+
+async def test_with_fsync_lines_are_synced_in_groups_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _SlowDisk(0.02)
+    monkeypatch.setattr(_journal.os, "fsync", disk)
+    path = tmp_path / "store.jsonl"
+    journal = Journal(path, fsync=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.keep_synced)
+        for n in range(60):
+            journal.append(ok(f"k{n}", n))  # returns at once: no sync on this thread
+            await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    journal.close()
+    main = threading.get_ident()
+    assert 1 < len(disk.calls) < 30  # one sync per group of lines, not one per line
+    assert all(thread != main for thread, _ in disk.calls[:-1])
+    assert disk.calls[-1][1] == path.stat().st_size  # the last sync covered every line
+    assert len(list(read_records(path))) == 60
+
+
+def test_with_fsync_and_nothing_syncing_beside_each_line_is_synced_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _SlowDisk(0.0)
+    monkeypatch.setattr(_journal.os, "fsync", disk)
+    path = tmp_path / "store.jsonl"
+    with Journal(path, fsync=True) as journal:
+        for n in range(5):
+            journal.append(ok(f"k{n}", n))
+            assert disk.calls[-1][1] == path.stat().st_size
+    assert len(disk.calls) == 5  # and close had nothing left to sync
+
+
+async def test_a_sync_the_disk_refuses_is_one_line_naming_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(_journal.os, "fsync", broken)
+    path = tmp_path / "store.jsonl"
+    journal = Journal(path, fsync=True)
+    with pytest.RaisesGroup(StorageError, flatten_subgroups=True) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.keep_synced)
+            journal.append(ok("k1", 1))
+            await trio.sleep(1)
+    (error,) = caught.value.exceptions
+    assert str(error) == f"{path}: cannot sync the journal to disk: Input/output error"
+    with pytest.raises(StorageError):
+        journal.close()  # it tries once more, and the file is closed all the same
