@@ -41,9 +41,19 @@ def wait_gone(pids: list[int], timeout: float = 5.0) -> bool:
     return False
 
 
+_EARLIER: set[int] = set()  # children alive before the test (a session-wide node, say)
+
+
+@pytest.fixture(autouse=True)
+def _children_before() -> None:
+    _EARLIER.clear()
+    _EARLIER.update(p.pid for p in psutil.Process().children(recursive=True))
+
+
 def servers_left() -> list[psutil.Process]:
-    """Server processes started by this test process that are still around."""
-    return [p for p in psutil.Process().children(recursive=True) if not gone(p.pid)]
+    """Server processes started by this test that are still around."""
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if p.pid not in _EARLIER and not gone(p.pid)]
 
 
 @pytest.fixture
