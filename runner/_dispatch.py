@@ -11,6 +11,7 @@ request's end wakes its own node's workers; a change every node may act on wakes
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,9 +80,12 @@ class Dispatcher:
         nodes: the cluster's nodes (their health, latency and load are read, not changed,
             except the count of copies a node took).
         hedge: whether idle nodes near the end copy stragglers.
-        silent: whether a node with requests in flight has been silent so long (no byte,
-            no request sent) that it may be hung: it takes no new work until it is heard
-            again. ``None``: never judged (whole answers say nothing until they end).
+        heard: when a node (by name) was last sent a request or sent a byte
+            (:attr:`runner._client.NodeClient.heard`); ``None``: never judged (whole
+            answers say nothing until they end).
+        silence: seconds unheard after which a node with requests in flight may be hung
+            (a streaming node sends tokens every fraction of a second): it takes no new
+            work until it is heard again, and leaves the tail rule's pace.
     """
 
     def __init__(
@@ -89,11 +93,13 @@ class Dispatcher:
         nodes: list[NodeState],
         *,
         hedge: bool,
-        silent: Callable[[NodeState, float], bool] | None = None,
+        heard: Callable[[str], float] | None = None,
+        silence: float = math.inf,
     ) -> None:
         self.nodes = nodes
         self.hedge = hedge
-        self._silent = silent
+        self._heard = heard
+        self._silence = silence
         self.fresh: Iterator[Work] = iter(())
         self.fresh_done = False
         self.size: Callable[[], int] | None = None  # the input's size, or a bound of it
@@ -123,20 +129,24 @@ class Dispatcher:
         self._changed[node.name].set()
         self._changed[node.name] = trio.Event()
 
+    @property
+    def exhausted(self) -> bool:
+        """No fresh item, retry or request in flight is left: nothing can come any more."""
+        return self.fresh_done and not self.retry and not self.in_flight
+
     def tell_if_ended(self) -> bool:
-        """When the work has just ended (no fresh item, retry or request in flight left),
-        wake every worker once, to see it (some may sleep until a cool-down ends); True if
-        this call told them. Once, not at every end of a request or of a worker: that
-        would cost the number of nodes times the number of workers."""
-        if self._ended_told or not self.fresh_done or self.retry or self.in_flight:
+        """When the work has ended, wake every worker to see it (some may sleep until a
+        cool-down ends), once: not at every end of a request or of a worker, which would
+        cost the number of nodes times the number of workers. True if this call told."""
+        if self._ended_told or not self.exhausted:
             return False
         self._ended_told = True
         self.notify()
         return True
 
     def silent(self, node: NodeState, now: float) -> bool:
-        """Whether ``node`` has been silent so long that it may be hung (see ``silent``)."""
-        return self._silent is not None and self._silent(node, now)
+        """Whether ``node`` has been unheard for so long that it may be hung (``silence``)."""
+        return self._heard is not None and now - self._heard(node.name) > self._silence
 
     def admitted(self) -> list[NodeState]:
         return [n for n in self.nodes if n.health is Health.admitted]
@@ -161,7 +171,8 @@ class Dispatcher:
                     task, wake_at = self._pick(node, now)
                     if task is not None:
                         return task
-            if self.tell_if_ended() or self._ended_told:
+            if self.exhausted:
+                self.tell_if_ended()
                 return None
             with trio.move_on_at(wake_at):
                 await changed.wait()

@@ -13,20 +13,19 @@ What follows a failed request is decided by the failure policy (:mod:`runner._po
 which has the whole table); the engine carries it out. In short: a node failure
 (connection, timeout, stall, 5xx, a bad body, a node that refuses us) moves the item to
 another node, and a node with ``breaker_failures`` of them in a row is benched and probed
-with a tiny real completion until it answers again. A hung node would swallow every new
-request for a whole timeout, so a node that timed out takes no new work until it answers
-again (benched at once when nothing else of it is in flight), and while streaming, a node
-that sent no byte for a quarter of ``stall_timeout`` takes none either, counts for nothing
-in the tail rule's pace, and is benched when a copy of its item wins; a *busy* answer
-(503 or 429 with ``Retry-After``) pauses the node for the advised time and counts against
-nothing; a bad request (any other 4xx) fails the item at once with the node's message; an
-answer the acceptor rejects is asked for again with the next seed. The last admitted node is never
-benched: it cools down with growing pauses instead. When no node could serve for
-``no_node_timeout`` seconds the run stops with :class:`~runner._errors.ClusterUnavailable`;
-when the first ``bad_request_stop`` requests of a run all get the same 4xx, it stops with
-:class:`~runner._errors.RequestsRefused` (a setting is wrong, not the items). The engine
-does no file I/O: each finished item goes to ``on_result`` as a record the moment it
-finishes, so whatever finished before a stop is already journaled.
+with a tiny real completion until it answers again; a node that timed out, or (streaming)
+sent nothing for a quarter of ``stall_timeout``, takes no new work until it answers: a hung
+node would swallow each new request for a whole timeout (:class:`~runner._health.Bench`). A
+*busy* answer (503 or 429 with ``Retry-After``) pauses the node for the advised time and
+counts against nothing; a bad request (any other 4xx) fails the item at once with the
+node's message; an answer the acceptor rejects is asked for again with the next seed. The
+last admitted node is never benched: it cools down with growing pauses instead. When no
+node could serve for ``no_node_timeout`` seconds the run stops with
+:class:`~runner._errors.ClusterUnavailable`; when the first ``bad_request_stop`` requests
+of a run all get the same 4xx, it stops with :class:`~runner._errors.RequestsRefused` (a
+setting is wrong, not the items). The engine does no file I/O: each finished item goes to
+``on_result`` as a record the moment it finishes, so whatever finished before a stop is
+already journaled.
 """
 
 from __future__ import annotations
@@ -55,9 +54,9 @@ from ._errors import (
     RequestsRefused,
     ServerError,
 )
-from ._health import probe_benched, watch_cluster
+from ._health import Bench, probe_benched, watch_cluster
 from ._nodes import Health, NodeSpec, NodeState, SlotsFrom
-from ._policy import Fault, RefusalStreak, Where, classify, decide, probe_pause
+from ._policy import Fault, RefusalStreak, Where, classify, decide
 from ._request import Api, Completion, Style
 from ._work import Acceptor, RequestTrace, Snapshot, Work
 
@@ -111,10 +110,12 @@ class Engine:
         self._transport = transport
         self._clients: dict[str, NodeClient] = {}
         self._queue = Dispatcher(
-            self.nodes, hedge=settings.hedge, silent=self._silent if settings.stream else None
+            self.nodes,
+            hedge=settings.hedge,
+            heard=(lambda name: self._clients[name].heard) if settings.stream else None,
+            silence=settings.stall_timeout / 4,
         )
-        self._benched = {node.name: trio.Event() for node in self.nodes}  # set when benched
-        self._all_done = trio.Event()
+        self._bench = Bench(self.nodes, settings)
         self._stopped_reason: str | None = None
         self._refusals = RefusalStreak(settings.bad_request_stop)
         self._refused_reason: str | None = None
@@ -164,7 +165,7 @@ class Engine:
                             self.settings,
                             engine_id=self._engine_id,
                             style=self._style,
-                            benched=partial(self._benched_event, node.name),
+                            benched=partial(self._bench.event, node.name),
                             notify=self._queue.notify,
                         )
                     )
@@ -172,16 +173,12 @@ class Engine:
                     for node in self.nodes:
                         for _ in range(self._workers(node)):
                             workers.start_soon(self._worker, node)
-                self._all_done.set()
                 outer.cancel_scope.cancel()
         self.finished_at = trio.current_time()
         if self._refused_reason:
             raise RequestsRefused(self._refused_reason)
         if self._stopped_reason:
             raise ClusterUnavailable(self._stopped_reason)
-
-    def _benched_event(self, name: str) -> trio.Event:
-        return self._benched[name]
 
     async def _watchdog(self, cancel_scope: trio.CancelScope) -> None:
         self._stopped_reason = await watch_cluster(self.nodes, self.settings)
@@ -202,8 +199,6 @@ class Engine:
             answers=sum(n.successes for n in self.nodes),
             output_tokens=sum(n.output_tokens for n in self.nodes),
         )
-
-    # ------------------------------------------------------------ scheduling
 
     # --------------------------------------------------------------- workers
 
@@ -258,8 +253,9 @@ class Engine:
         if task.done:
             # A hedge lost the race: its answer (if any) is discarded.
             outcome = "cancelled" if lost_race else "discarded"
-            if lost_race and self._queue.silent(node, trio.current_time()):
-                self._suspect(node, trio.current_time())  # it lost because it is hung?
+            now = trio.current_time()
+            if lost_race and self._queue.silent(node, now):  # it lost because it is hung?
+                self._queue.wake_all |= self._bench.suspect(node, now)
         elif failure is not None:
             outcome = self._failed(node, task, failure).value
         else:
@@ -357,9 +353,9 @@ class Engine:
             node.record_failure(reason)
             task.avoid.add(node.name)
             if node.consecutive_failures >= settings.breaker_failures:
-                self._bench_or_cool(node, now)
+                self._queue.wake_all |= self._bench.bench_or_cool(node, now)
             elif isinstance(exc, NodeTimeout):
-                self._suspect(node, now)
+                self._queue.wake_all |= self._bench.suspect(node, now)
         self._watch_refusals(fault, exc, reason)
         if task.running:
             return fault  # a copy is still running elsewhere
@@ -392,36 +388,6 @@ class Engine:
                 f"is wrong, not the items (engine.bad_request_stop={limit}); last: {reason}"
             )
             self._run_scope.cancel()
-
-    def _silent(self, node: NodeState, now: float) -> bool:
-        """Whether ``node``, with requests in flight, has sent no byte (and been sent no
-        request) for a quarter of the stall timeout: a streaming node sends tokens every
-        fraction of a second, so it may be hung, and a new request would wait with the
-        others. It is not benched for it; the stall timeout still decides that."""
-        client = self._clients.get(node.name)
-        return client is not None and now - client.heard > self.settings.stall_timeout / 4
-
-    def _suspect(self, node: NodeState, now: float) -> None:
-        """After a timeout: a hung node holds every request it gets for a whole timeout, so
-        until it shows it answers, it gets none. While other requests of it are in flight
-        it waits for one of them (an answer clears it; their timeouts bench it); with none,
-        it is benched now, and a probe (seconds, on a healthy node) re-admits it."""
-        if node.active:
-            node.suspect = True
-        else:
-            self._bench_or_cool(node, now)
-
-    def _bench_or_cool(self, node: NodeState, now: float) -> None:
-        node.suspect = False
-        others = [n for n in self._queue.admitted() if n is not node]
-        if node.health is Health.admitted and others:
-            node.health = Health.benched
-            self._queue.wake_all = True  # the tail rule and the copies must count without it
-            self._benched[node.name].set()
-            self._benched[node.name] = trio.Event()
-        else:
-            excess = node.consecutive_failures - self.settings.breaker_failures
-            node.cooldown_until = now + probe_pause(excess, self.settings)
 
     def _finish(self, task: Task, record: dict[str, Any]) -> None:
         task.done = True

@@ -1,5 +1,8 @@
-"""Node health beside the engine's workers: re-admitting benched nodes, and noticing when no
-node can serve at all.
+"""Node health beside the engine's workers: benching failing nodes, re-admitting them, and
+noticing when no node can serve at all.
+
+* :class:`Bench` is the circuit breaker's open side: it benches a node (the last admitted one
+  cools down instead), and holds back one that timed out until it answers again.
 
 * :func:`probe_benched` runs per node for the whole run. While the node is benched it sends
   a tiny real completion, with growing pauses, and re-admits the node when one succeeds (or
@@ -21,6 +24,50 @@ from ._errors import NodeBusy, NodeError
 from ._nodes import Health, NodeState
 from ._policy import probe_pause
 from ._request import Style
+
+
+class Bench:
+    """Benches nodes, and wakes each node's prober when it does.
+
+    Args:
+        nodes: the cluster's nodes.
+        settings: ``breaker_failures``, and the pauses of a node that cannot be benched.
+    """
+
+    def __init__(self, nodes: Sequence[NodeState], settings: EngineConfig) -> None:
+        self._nodes = nodes
+        self._settings = settings
+        self._events = {node.name: trio.Event() for node in nodes}
+
+    def event(self, name: str) -> trio.Event:
+        """The event set the next time node ``name`` is benched."""
+        return self._events[name]
+
+    def bench_or_cool(self, node: NodeState, now: float) -> bool:
+        """Bench ``node``, unless it is the last admitted one: that one pauses, longer with
+        each failure beyond ``breaker_failures``. True if it was benched (every worker must
+        count without it)."""
+        node.suspect = False
+        others = any(n is not node and n.health is Health.admitted for n in self._nodes)
+        if node.health is Health.admitted and others:
+            node.health = Health.benched
+            self._events[node.name].set()
+            self._events[node.name] = trio.Event()
+            return True
+        excess = node.consecutive_failures - self._settings.breaker_failures
+        node.cooldown_until = now + probe_pause(excess, self._settings)
+        return False
+
+    def suspect(self, node: NodeState, now: float) -> bool:
+        """After a timeout: a hung node holds every request it gets for a whole timeout, so
+        until it shows it answers, it gets none. While other requests of it are in flight
+        it waits for one of them (an answer clears it; their timeouts bench it); with none,
+        it is benched now, and a probe (seconds, on a healthy node) re-admits it. True if
+        it was benched."""
+        if node.active:
+            node.suspect = True
+            return False
+        return self.bench_or_cool(node, now)
 
 
 async def probe_benched(

@@ -10,6 +10,7 @@ latency by a margin of 25 %. Pure: the engine passes what it knows.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,15 +54,11 @@ class Ranking(Generic[T]):
         finish sooner (some may have gained a copy since): the copies left to make."""
         if fastest is None:
             return 0
-        threshold = MARGIN * fastest
-        low, high = self.start, len(self.entries)  # remaining falls along the entries
-        while low < high:
-            mid = (low + high) // 2
-            if self.entries[mid][0] > threshold:
-                low = mid + 1
-            else:
-                high = mid
-        return low - self.start
+        # The entries' remaining times fall: count those above the threshold.
+        end = bisect.bisect_left(
+            self.entries, -MARGIN * fastest, lo=self.start, key=lambda entry: -entry[0]
+        )
+        return end - self.start
 
 
 def rank(nodes: Mapping[str, NodeState], in_flight: Iterable[T], now: float) -> Ranking[T]:
