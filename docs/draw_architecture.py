@@ -55,6 +55,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "_nodes",
         "_preflight",
         "_estimate",
+        "_chat_framing",
         "_dry_run",
     ),
     "engine": (

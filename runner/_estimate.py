@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._chat_framing import framing_line
+
 EXAMPLES = 5  # prompts that do not fit the context named in the message and the estimate
 
 TOKEN_SLACK = 4
@@ -66,6 +68,8 @@ class TokenTally:
             left out, their UTF-8 bytes and their tokens.
         left_out, left_out_bytes: items not counted (each fits ``context`` by its bound),
             and their bytes; the sample's tokens per byte stand for theirs.
+        left_out_framing: the chat template's tokens of the items left out
+            (:mod:`runner._chat_framing`), added to their estimate as they are.
     """
 
     context: int | None = None
@@ -82,6 +86,7 @@ class TokenTally:
     sample_tokens: int = 0
     left_out: int = 0
     left_out_bytes: int = 0
+    left_out_framing: int = 0
 
     def add(self, *, max_tokens: int, answers: int) -> None:
         """Add one item: its ``max_tokens`` and answers per request (0 for a choice job,
@@ -97,16 +102,20 @@ class TokenTally:
         room: int,
         at_risk: bool = False,
         sample_bytes: int | None = None,
+        framing: int = 0,
     ) -> None:
         """Add an item's prompt tokens, with the tokens its answer needs beside them;
         ``at_risk`` when only its count could tell whether it fits, ``sample_bytes`` (its
-        UTF-8 bytes) when it is one of the sample."""
+        UTF-8 bytes) when it is one of the sample; ``framing``: its chat template's tokens,
+        which the node reads beyond the counted text (not part of the sample's tokens per
+        byte)."""
         self.counted += 1
         self.at_risk += at_risk
         if sample_bytes is not None:
             self.sampled += 1
             self.sample_bytes += sample_bytes
             self.sample_tokens += prompt_tokens
+        prompt_tokens += framing
         self.prompt_tokens += prompt_tokens
         self.longest_prompt = max(self.longest_prompt, prompt_tokens)
         if self.context is not None and prompt_tokens + room > self.context:
@@ -114,11 +123,12 @@ class TokenTally:
             if len(self.examples) < EXAMPLES:
                 self.examples.append(TooLong(id, prompt_tokens, room))
 
-    def leave_out(self, items: int, text_bytes: int) -> None:
-        """Add items whose prompts were not counted (their UTF-8 bytes in all): the sample
-        stands for them."""
+    def leave_out(self, items: int, text_bytes: int, framing: int = 0) -> None:
+        """Add items whose prompts were not counted (their UTF-8 bytes and their chat
+        templates' tokens in all): the sample stands for their text."""
         self.left_out += items
         self.left_out_bytes += text_bytes
+        self.left_out_framing += framing
 
     def estimated_prompt_tokens(self) -> int | None:
         """Every item's prompt tokens: those counted, and for those left out the sample's
@@ -134,19 +144,26 @@ class TokenTally:
             rest = self.left_out_bytes * self.sample_tokens / self.sample_bytes
         else:
             rest = self.left_out * self.sample_tokens / self.sampled
-        return self.prompt_tokens + round(rest)
+        return self.prompt_tokens + round(rest) + self.left_out_framing
 
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
     """What the count needs of one item: its id and resume key, its prompt's text and UTF-8
-    bytes, and the tokens its answer needs beside them (``room``: 0 for a choice job)."""
+    bytes, the tokens its answer needs beside them (``room``: 0 for a choice job) and its
+    chat template's own tokens (``framing``: :mod:`runner._chat_framing`)."""
 
     id: str
     key: str
     text: str
     bytes: int
     room: int
+    framing: int = 0
+
+    @property
+    def bound(self) -> int:
+        """The most tokens the node can read for it (:func:`token_bound` and its framing)."""
+        return token_bound(self.bytes) + self.framing
 
 
 @dataclass
@@ -159,12 +176,14 @@ class Sample:
         size: the prompts kept at most.
         offered: the prompts offered.
         bytes: their UTF-8 bytes.
+        framing: their chat templates' tokens.
         longest: the prompt of the most bytes (``None`` before the first).
     """
 
     size: int
     offered: int = 0
     bytes: int = 0
+    framing: int = 0
     longest: Prompt | None = None
     _kept: list[tuple[int, int, Prompt]] = field(default_factory=list)  # a heap: -rank first
 
@@ -172,6 +191,7 @@ class Sample:
         """Count ``prompt`` in, and keep it if its key ranks among the ``size`` lowest."""
         self.offered += 1
         self.bytes += prompt.bytes
+        self.framing += prompt.framing
         if self.longest is None or prompt.bytes > self.longest.bytes:
             self.longest = prompt
         digest = hashlib.blake2b(prompt.key.encode(), digest_size=8).digest()
@@ -222,6 +242,9 @@ class Estimate:
             estimated from its tokens per byte; 0 when every prompt was counted.
         prompt_tokens_counted: the counted prompts' tokens (``prompt_tokens`` when
             ``sampled`` is 0).
+        chat_framing: the chat template's tokens added to each prompt of a chat job, per
+            message shape (:meth:`runner._chat_framing.ShapeFraming.to_json`): measured on a
+            node, or estimated when it could not be (and then said).
     """
 
     items: int
@@ -240,11 +263,13 @@ class Estimate:
     at_risk: int = 0
     sampled: int = 0
     prompt_tokens_counted: int | None = None
+    chat_framing: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The estimate as ``report.json`` holds it."""
         value = asdict(self)
         value["examples"] = [asdict(e) for e in self.examples]
+        value["chat_framing"] = list(self.chat_framing)
         return value
 
 
@@ -254,9 +279,10 @@ def estimate(
     speeds: Mapping[str, float | None],
     prices: Mapping[str, float | None],
     not_counted: str | None = None,
+    chat_framing: tuple[dict[str, Any], ...] = (),
 ) -> Estimate:
     """The estimate from a tally, each node's probed output tokens per second and its hourly
-    price (by node name; ``None`` where unknown)."""
+    price (by node name; ``None`` where unknown), and the chat framing the count used."""
     measured = [s for s in speeds.values() if s]
     tokens_per_s = sum(measured) if measured else None
     seconds = None
@@ -284,6 +310,7 @@ def estimate(
         at_risk=tally.at_risk,
         sampled=tally.sampled if counted and tally.left_out else 0,
         prompt_tokens_counted=tally.prompt_tokens if counted else None,
+        chat_framing=chat_framing,
     )
 
 
@@ -315,6 +342,8 @@ def describe(found: Estimate) -> list[str]:
         f"items: {found.items:,}; {tokens}{context}; "
         f"at most {found.output_tokens_max:,} output tokens"
     ]
+    if found.chat_framing:
+        lines.append(framing_line(found.chat_framing))
     if found.seconds_max is not None and found.tokens_per_s is not None:
         line = (
             f"time: at most {_duration(found.seconds_max)} at the probed "

@@ -10,7 +10,9 @@ Two measurements, each optional (``preflight`` settings, :class:`~runner._config
   :data:`~runner._estimate.TOKEN_SLACK`) and ``max_tokens`` fit the context cannot be too
   long, so only the others (at risk) are counted, and of the rest a sample
   (:class:`~runner._estimate.Sample`) and the longest in bytes; the tokens of the rest are
-  the sample's tokens per byte times their bytes;
+  the sample's tokens per byte times their bytes. A chat template's own tokens, which the
+  text's count misses, are measured once per shape of messages and added
+  (:mod:`runner._chat_framing`);
 - **speed** (by default in dry runs only: ``preflight.probe_speed``): every node gets short
   answers to the job's first prompts, as many at once as its slots, and its output tokens per
   second with all slots busy are timed.
@@ -32,20 +34,12 @@ from itertools import chain, islice
 
 import trio
 
+from ._chat_framing import Framing
 from ._client import NodeClient
 from ._cluster import RollCall
 from ._config import PreflightConfig, ProbeSpeed, RunConfig
 from ._errors import ConfigError, NodeError
-from ._estimate import (
-    Estimate,
-    Prompt,
-    Sample,
-    TokenTally,
-    describe,
-    estimate,
-    token_bound,
-    too_long_message,
-)
+from ._estimate import Estimate, Prompt, Sample, TokenTally, describe, estimate, too_long_message
 from ._journal import Store
 from ._nodes import NodeSpec
 from ._plan import Plan
@@ -62,7 +56,7 @@ SCAN_BATCH = 512  # items read and sorted (at risk, or offered to the sample) be
 def counted_text(request: GenerationRequest) -> str:
     """The text whose tokens stand for a request's prompt: the system prompt and the prompt
     (or a batch line's messages), and for a choice job its longest label after it. A chat
-    template's own tokens are not counted (13-39 on SmolLM2: docs/preflight.md)."""
+    template's own tokens are not in it: :mod:`runner._chat_framing` measures them."""
     body = request.body or {}
     if isinstance(body.get("messages"), list):
         parts = [str(m.get("content") or "") for m in body["messages"] if isinstance(m, dict)]
@@ -99,12 +93,13 @@ def answers_of(request: GenerationRequest) -> int:
     return n if isinstance(n, int) and n > 0 else 1
 
 
-def prompt_of(work: Work, max_tokens: int) -> Prompt:
+def prompt_of(work: Work, max_tokens: int, framing: int = 0) -> Prompt:
     """What the count needs of ``work`` (``max_tokens``: the job's, when the request has
-    none)."""
+    none; ``framing``: its chat template's tokens)."""
     text = counted_text(work.request)
     room = max_tokens_of(work.request, max_tokens) if answers_of(work.request) else 0
-    return Prompt(work.id, work.key, text, len(text.encode("utf-8", "surrogatepass")), room)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return Prompt(work.id, work.key, text, size, room, framing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +118,19 @@ async def count_tokens(
     tally: TokenTally,
     *,
     max_tokens: int,
+    framing: Framing | None = None,
 ) -> str | None:
     """Add every work item to ``tally``, its prompt tokens counted by the nodes when
     ``preflight.count_tokens``: all of them, or with ``preflight.sample`` set the prompts
-    at risk of not fitting the context and a sample of the others. Returns why the tokens
-    were not all counted, or ``None``."""
+    at risk of not fitting the context and a sample of the others, each with its chat
+    template's tokens (``framing``). Returns why the tokens were not all counted, or ``None``."""
     items = iter(works)
     reason: str | None = "preflight.count_tokens=false"
+    framing = framing or Framing(counted_text, cfg.model.engine, context=tally.context)
     if cfg.preflight.count_tokens:
         reason = "no node to count them"
         if nodes:
-            reason = await _count_on_nodes(items, nodes, cfg, tally, max_tokens=max_tokens)
+            reason = await _count_on_nodes(items, nodes, cfg, tally, framing, max_tokens)
     for work in items:  # the rest, when counting stopped (or never started)
         _add(tally, work, max_tokens)
     return reason
@@ -145,18 +142,22 @@ def _add(tally: TokenTally, work: Work, max_tokens: int) -> None:
 
 def _at_risk(prompt: Prompt, context: int | None) -> bool:
     """Whether only a count can tell that ``prompt`` and its answer fit ``context``."""
-    return context is not None and token_bound(prompt.bytes) + prompt.room > context
+    return context is not None and prompt.bound + prompt.room > context
 
 
 def _scan(
-    batch: Iterable[Work], tally: TokenTally, sample: Sample | None, max_tokens: int
+    batch: Iterable[Work],
+    tally: TokenTally,
+    sample: Sample | None,
+    max_tokens: int,
+    framing: Framing,
 ) -> list[_Count]:
     """Add each item of ``batch`` to ``tally``; the prompts to count now: every one without
     a sample, else those at risk (the others are offered to ``sample``)."""
     counts = []
     for work in batch:
         _add(tally, work, max_tokens)
-        prompt = prompt_of(work, max_tokens)
+        prompt = prompt_of(work, max_tokens, framing.take(work.request))
         at_risk = _at_risk(prompt, tally.context)
         if sample is None or at_risk:
             counts.append(_Count(prompt, at_risk=at_risk))
@@ -180,7 +181,9 @@ def _leave_out(tally: TokenTally, sample: Sample) -> None:
     counted = [*sample.kept(), *filter(None, [sample.longest_left_out()])]
     left_out = sample.offered - len(counted)
     if left_out:
-        tally.leave_out(left_out, sample.bytes - sum(prompt.bytes for prompt in counted))
+        text_bytes = sample.bytes - sum(prompt.bytes for prompt in counted)
+        framing = sample.framing - sum(prompt.framing for prompt in counted)
+        tally.leave_out(left_out, text_bytes, framing)
 
 
 async def _count_on_nodes(
@@ -188,13 +191,14 @@ async def _count_on_nodes(
     nodes: Sequence[NodeSpec],
     cfg: RunConfig,
     tally: TokenTally,
-    *,
+    framing: Framing,
     max_tokens: int,
 ) -> str | None:
     """Send prompts to the nodes' tokenize, ``COUNTERS_PER_NODE`` at a time per node, adding
     each to ``tally``: every prompt, or the prompts at risk as they come and then the sample
-    (``preflight.sample``). Stops at the first failure (returns why). ``preflight.timeout``
-    is the time spent waiting on the nodes: the scan of the items is not charged to it."""
+    (``preflight.sample``), with their chat framing (new shapes measured on the first node).
+    Stops at the first failure (returns why). ``preflight.timeout`` is the time spent
+    waiting on the nodes: the scan of the items is not charged to it."""
     reason: str | None = None
     send, receive = trio.open_memory_channel[_Count](COUNTERS_PER_NODE * len(nodes))
     engine = cfg.model.engine
@@ -217,6 +221,7 @@ async def _count_on_nodes(
                     room=prompt.room,
                     at_risk=job.at_risk,
                     sample_bytes=prompt.bytes if job.sampled else None,
+                    framing=prompt.framing,
                 )
 
     with trio.move_on_after(cfg.preflight.timeout) as scope:
@@ -244,7 +249,10 @@ async def _count_on_nodes(
                         batch = list(islice(items, SCAN_BATCH))
                         if not batch:
                             break
-                        jobs = _scan(batch, tally, sample, max_tokens)
+                        scope.deadline += trio.current_time() - started  # the reading's time
+                        await framing.learn(clients[0], batch)  # waiting on a node: charged
+                        started = trio.current_time()
+                        jobs = _scan(batch, tally, sample, max_tokens, framing)
                         scope.deadline += trio.current_time() - started  # the scan's time
                         await trio.lowlevel.checkpoint()  # a long scan sends nothing
                         for job in jobs:
@@ -325,11 +333,16 @@ async def preflight(
     tally = TokenTally(context=min(contexts.values()) if contexts else None)
     works = iter(works)
     first = list(islice(works, 8))
-    reason = await count_tokens(chain(first, works), nodes, cfg, tally, max_tokens=max_tokens)
+    framing = Framing(counted_text, cfg.model.engine, context=tally.context)
+    reason = await count_tokens(
+        chain(first, works), nodes, cfg, tally, max_tokens=max_tokens, framing=framing
+    )
     generating = [w.request for w in first if w.request.choices is None]
     speeds = await probe_speeds(generating, nodes, cfg)
     prices = {node.name: node.price_per_hour for node in nodes}
-    return estimate(tally, speeds=speeds, prices=prices, not_counted=reason)
+    return estimate(
+        tally, speeds=speeds, prices=prices, not_counted=reason, chat_framing=framing.records()
+    )
 
 
 def _unanswered(plan: Plan, store: Store | None) -> Iterator[Work]:

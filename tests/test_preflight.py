@@ -15,6 +15,15 @@ from runner._request import Api, Choices, GenerationRequest, Style
 from tests.loopback_node import LoopbackNode, loopback_node
 from tests.test_cli import cli, error_lines, report
 
+FRAMING_PROBES = 2
+"""Chat requests (and tokenizes) measuring a shape's chat framing: the job's first prompt, and
+the same with "Hello" for every message (runner/_chat_framing.py)."""
+
+
+def only_probed(node: LoopbackNode) -> bool:
+    """Nothing but the chat framing's probes reached the node's chat: no item was sent."""
+    return node.seen["Hello"] == 1 and sum(node.seen.values()) == FRAMING_PROBES
+
 
 @pytest.fixture
 def node() -> Iterator[LoopbackNode]:
@@ -129,8 +138,15 @@ def test_a_run_counts_every_prompt_and_keeps_the_estimate_in_its_report(
     node.context = 2048
     proc = cli(tmp_path, "job=movie_details", "job.max_tokens=100", node=node)
     assert proc.returncode == 0, proc.stderr
-    assert node.tokenized == 20 and sum(node.seen.values()) == 20  # no speed probe
+    # every prompt, and the chat template's two probes (the first prompt, and "Hello"s);
+    # no speed probe
+    assert node.tokenized == sum(node.seen.values()) == 20 + FRAMING_PROBES
     found = report(tmp_path)["estimate"]
+    # the loopback node reads 5 tokens of any chat and tokenizes a token per word: "Hello"
+    # twice (system and user) is 2, so the template adds 3
+    (framing,) = found["chat_framing"]
+    assert framing["roles"] == ["system", "user"] and framing["tokens"] == 3
+    assert framing["measured"] is True and framing["items"] == 20
     assert found["items"] == 20 and found["context"] == 2048 and found["too_long"] == 0
     assert found["output_tokens_max"] == 20 * 100
     assert found["prompt_tokens"] > 20 * 50  # a word a token: each prompt has > 50 words
@@ -156,7 +172,7 @@ def test_prompts_too_long_for_the_context_stop_the_run_before_anything_is_sent(
     lines = error_lines(proc)
     assert len(lines) == 1, proc.stderr
     assert "20 of 20 prompts do not fit the context of 150 tokens with max_tokens=100" in lines[0]
-    assert not node.seen
+    assert only_probed(node)
     assert not list(tmp_path.glob("journal/*.jsonl"))
     assert not (tmp_path / "run" / "results.jsonl").exists()
 

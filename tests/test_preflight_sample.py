@@ -20,6 +20,7 @@ from runner._work import Work
 from tests.loopback_node import LoopbackNode, loopback_node
 from tests.test_cli import cli, error_lines, report
 from tests.test_config import load
+from tests.test_preflight import FRAMING_PROBES, only_probed
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_a_job_of_many_short_prompts_counts_only_a_sample(
                "dry_run=true", "preflight.probe_speed=never", node=node)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     # the sample, and the longest prompt in bytes unless the sample holds it
-    assert node.tokenized in (40, 41) and not node.seen
+    assert node.tokenized - FRAMING_PROBES in (40, 41) and only_probed(node)
     said = re.search(
         r"about ([\d,]+) prompt tokens \(estimated by bytes from a sample of 40; (\d+) prompts "
         r"counted, 0 of them long enough to be at risk; longest counted (\d+)\)",
@@ -136,7 +137,7 @@ def test_a_job_of_many_short_prompts_counts_only_a_sample(
     )
     assert said is not None, proc.stderr
     total, counted, longest = (int(g.replace(",", "")) for g in said.groups())
-    assert counted == node.tokenized
+    assert counted == node.tokenized - FRAMING_PROBES
     # every prompt has the same bytes and tokens (a word a token): the estimate is exact
     assert total == 1000 * longest
 
@@ -149,10 +150,11 @@ def test_the_report_says_the_prompt_tokens_were_estimated_from_a_sample(
     proc = cli(tmp_path, "job=movie_details", _titles(tmp_path, films), "preflight.sample=5",
                node=node)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert node.tokenized in (5, 6) and sum(node.seen.values()) == 30
+    assert node.tokenized - FRAMING_PROBES in (5, 6)
+    assert sum(node.seen.values()) == 30 + FRAMING_PROBES
     found = report(tmp_path)["estimate"]
     assert found["items"] == 30 and found["sampled"] == 5 and found["at_risk"] == 0
-    assert found["counted"] == node.tokenized and found["too_long"] == 0
+    assert found["counted"] == node.tokenized - FRAMING_PROBES and found["too_long"] == 0
     assert found["prompt_tokens"] == 30 * found["longest_prompt"]
     assert found["prompt_tokens_counted"] == found["counted"] * found["longest_prompt"]
     assert "estimated by bytes from a sample of 5" in proc.stdout  # Hydra logs to stdout
@@ -173,9 +175,9 @@ def test_a_prompt_at_risk_is_counted_exactly_and_refused_when_too_long(
     assert "1 of 302 prompts do not fit the context of 1000 tokens with max_tokens=200" in line
     (named,) = re.findall(r"'\w+' \((\d+) tokens\)", line)  # the long one; no false fail
     assert int(named) > 900
-    assert not node.seen  # nothing was sent
+    assert only_probed(node)  # nothing was sent
     # the two at risk, the sample of the short ones, and their longest unless sampled
-    assert node.tokenized in (2 + 20, 2 + 20 + 1)
+    assert node.tokenized - FRAMING_PROBES in (2 + 20, 2 + 20 + 1)
 
 
 def test_a_job_stopped_by_one_prompt_among_many_fails_the_same_when_every_prompt_is_counted(
@@ -190,7 +192,8 @@ def test_a_job_stopped_by_one_prompt_among_many_fails_the_same_when_every_prompt
                 run="whole")  # fmt: skip
     assert sampled.returncode == whole.returncode == 2
     assert error_lines(sampled) == error_lines(whole)
-    assert counted <= 1 + 10 + 1 and node.tokenized - counted == 101
+    assert counted <= 1 + 10 + 1 + FRAMING_PROBES
+    assert node.tokenized - counted == 101 + FRAMING_PROBES
 
 
 def test_where_no_node_says_its_context_only_the_sample_is_counted(
@@ -210,7 +213,7 @@ def test_preflight_sample_null_counts_every_prompt(tmp_path: Path, node: Loopbac
     proc = cli(tmp_path, "job=movie_details", _titles(tmp_path, films), "preflight.sample=null",
                node=node)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert node.tokenized == 100
+    assert node.tokenized == 100 + FRAMING_PROBES
     found = report(tmp_path)["estimate"]
     assert found["sampled"] == 0 and found["counted"] == 100
     assert found["prompt_tokens"] == found["prompt_tokens_counted"]
@@ -222,7 +225,7 @@ def test_a_job_no_larger_than_the_sample_is_counted_whole(
     node.context = 2048
     proc = cli(tmp_path, "job=movie_details", "preflight.sample=20", node=node)  # 20 films
     assert proc.returncode == 0, proc.stderr
-    assert node.tokenized == 20
+    assert node.tokenized == 20 + FRAMING_PROBES
     found = report(tmp_path)["estimate"]
     assert found["sampled"] == 0 and found["counted"] == 20 and found["prompt_tokens"] > 0
 
