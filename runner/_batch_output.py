@@ -10,7 +10,9 @@ refused with an HTTP status (its record's ``http_status``: 400, 500...) has a ``
 with that ``status_code`` and an OpenAI error object as its ``body``, and ``error: null``;
 an item that failed without an HTTP answer (no connection, a timeout, a body that was not
 an answer, an answer refused by the job's checks) has ``response: null`` and an ``error``
-with ``code`` ``request_failed``; an item the run did not finish, ``not_finished``.
+with ``code`` ``request_failed``; an item the run did not finish, ``not_finished`` (in an
+incomplete merge also a missing shard's: such an item has no record, and is named by its line
+of the job's input file, checked against the shards' fingerprint of it).
 
 Like :mod:`runner._output`, memory does not grow with the run: one pass over
 ``results.jsonl`` notes each index's latest record's offset in a temporary SQLite table (an
@@ -31,15 +33,20 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._batch import URLS
+from ._errors import ConfigError
 from ._files import replace_file
+from ._inputs import Item, read_items
 from ._journal import read_records
 from ._output import read_record_at
 from ._request import Style
+from ._shard import input_fingerprint
 from ._work import Work
 
 OUTPUT = "batch_output.jsonl"
 ERRORS = "batch_errors.jsonl"
 FILES = (OUTPUT, ERRORS)
+NOT_FINISHED = "the run ended before this line was answered"  # a not_finished line's message
+NOT_MERGED = "no merged shard holds a result for this line (its shard is missing or unfinished)"
 _FINISH = {"stop", "length"}  # finish reasons both OpenAI types take; others read as "stop"
 
 
@@ -77,22 +84,69 @@ def write_batch_files(run_dir: Path, results: Path, works: Iterable[Work]) -> Pa
     return run_dir / OUTPUT
 
 
-def write_merged_batch_files(run_dir: Path, results: Path, *, items: int, model: str) -> Path:
+def write_merged_batch_files(
+    run_dir: Path, results: Path, *, items: int, model: str, source: Path | None = None
+) -> Path:
     """Write both files into ``run_dir`` from the merged ``results`` of a sharded job of
     ``items`` items whose bodies name ``model``. Returns the output file's path.
 
-    Each item is named by its record (its ``custom_id``, and its input line's ``url``), so an
-    item without any record (a missing shard's, or one its shard did not finish: only in a
-    merge with ``--allow-incomplete``) cannot be named and is in neither file."""
+    An item with a record is named by it (its ``custom_id``, and its input line's ``url``).
+    An item without one (a missing shard's, or one its shard did not finish: only in a merge
+    with ``--allow-incomplete``) is named by its line of ``source``, the job's input file
+    (checked by :func:`check_merge_input`), and goes to the errors as ``not_finished``;
+    without ``source`` every item must have a record."""
     with _latest(results) as db, open(results, "rb") as f:
-        found = ((index, _record_of(db, f, index)) for index in range(items))
-        named = (
-            (_recorded_item(index, record, model), record)
-            for index, record in found
-            if record is not None
-        )
-        _write(run_dir, named)
+        if source is None:
+            found = ((index, _record_of(db, f, index)) for index in range(items))
+            lines = (
+                (_recorded_item(index, record, model), record)
+                for index, record in found
+                if record is not None
+            )
+        else:
+            lines = (
+                _named(item, _record_of(db, f, item.index), model)
+                for item in read_items(source, format="jsonl", id_field="custom_id")
+            )
+        _write(run_dir, lines, unfinished=NOT_MERGED)
     return run_dir / OUTPUT
+
+
+def check_merge_input(path: Path, *, fingerprint: str | None, lacking: int) -> None:
+    """Check that ``path`` is the input file the shards ran (its lines' fingerprint is the
+    shards' ``fingerprint``, :func:`runner._shard.input_fingerprint`), to name the
+    ``lacking`` lines without a result.
+
+    Raises:
+        ConfigError: one line naming the file and the problem (missing, unreadable, not the
+            shards' file, or shards that record no fingerprint).
+    """
+    why = f"the job's input file names the {lacking} lines without a result"
+    if not fingerprint:
+        raise ConfigError(
+            f"not merged: {why}, but the shards record no input fingerprint (run by an older "
+            "runner) to check one against: run the shards again (each resumes) to merge them"
+        )
+    try:
+        lines = read_items(path, format="jsonl", id_field="custom_id")
+        found = input_fingerprint((item.index, item.data) for item in lines)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"not merged: {why}: {exc}; pass --input PATH, the file the shards ran"
+        ) from None
+    if found != fingerprint:
+        raise ConfigError(
+            f"not merged: {why}: {path} is not the file the shards ran (its lines' fingerprint "
+            f"is {found}, the shards' {fingerprint}): pass --input PATH, the file the shards ran"
+        )
+
+
+def _named(item: Item, record: dict[str, Any] | None, model: str) -> tuple[BatchItem, Any]:
+    """An input line's item, and its record (``None``: it has none)."""
+    if record is not None:
+        return _recorded_item(item.index, record, model), record
+    chat = URLS.get(str(item.data.get("url"))) is Style.chat
+    return BatchItem(item.id, item.index, "", chat, model), None
 
 
 def _recorded_item(index: int, record: dict[str, Any], model: str) -> BatchItem:
@@ -109,22 +163,31 @@ def _record_of(db: sqlite3.Connection, f: BinaryIO, index: int) -> dict[str, Any
     return read_record_at(f, row[0]) if row is not None else None
 
 
-def _write(run_dir: Path, lines: Iterable[tuple[BatchItem, dict[str, Any] | None]]) -> None:
-    """Write each item's line into the output or the errors."""
+def _write(
+    run_dir: Path,
+    lines: Iterable[tuple[BatchItem, dict[str, Any] | None]],
+    *,
+    unfinished: str = NOT_FINISHED,
+) -> None:
+    """Write each item's line into the output or the errors (``unfinished``: the message of
+    a line without a record)."""
     with replace_file(run_dir / OUTPUT) as out, replace_file(run_dir / ERRORS) as errors:
         for item, record in lines:
-            line = output_line(item, record)
+            line = output_line(item, record, unfinished=unfinished)
             response = line["response"]
             answered = response is not None and response["status_code"] == 200
             (out if answered else errors).write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
-def output_line(item: BatchItem, record: dict[str, Any] | None) -> dict[str, Any]:
-    """One line of the output (an accepted ``record``) or of the errors (anything else)."""
+def output_line(
+    item: BatchItem, record: dict[str, Any] | None, *, unfinished: str = NOT_FINISHED
+) -> dict[str, Any]:
+    """One line of the output (an accepted ``record``) or of the errors (anything else;
+    ``unfinished``: the message of a line without a record)."""
     line_id = "batch_req_" + hashlib.sha256(item.custom_id.encode()).hexdigest()[:24]
     base = {"id": line_id, "custom_id": item.custom_id}
     if record is None:
-        error = {"code": "not_finished", "message": "the run ended before this line was answered"}
+        error = {"code": "not_finished", "message": unfinished}
         return {**base, "response": None, "error": error}
     request_id = "req_" + str(record.get("key", item.key))[:32]
     if record.get("status") == "ok":

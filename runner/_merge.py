@@ -3,14 +3,15 @@
 :func:`find_shards` reads each shard's ``report.json`` (a folder that holds shard run
 directories stands for all of them); :func:`check_shards` refuses shards that do not belong
 together, a shard given twice, and — unless incomplete merges are allowed — a missing shard
-or one whose items are not all accepted, naming each; :func:`write_merge` then writes, into
-the merge's own folder, ``results.jsonl`` (every shard's records, shard by shard), the job's
-output built from it (:func:`runner._output.write_output`, the same file an unsharded run
-writes; for an OpenAI Batch job ``batch_output.jsonl`` and ``batch_errors.jsonl``,
+or one whose items are not all accepted, naming each; :func:`merge_input` checks the input
+file an incomplete OpenAI Batch merge names its lines without a result by; then
+:func:`write_merge` writes, into the merge's own folder, ``results.jsonl`` (every shard's
+records, shard by shard), the job's output built from it (:func:`runner._output.write_output`,
+the file an unsharded run writes; an OpenAI Batch job's two files:
 :func:`runner._batch_output.write_merged_batch_files`) and ``report.json`` (totals, per
-shard, per node). Nothing is written before every
-check passed, every file is replaced atomically and nothing in it depends on the time, so
-merging twice gives the same files; a shard's own folder is never written to.
+shard, per node). Nothing is written before every check passed, every file is replaced
+atomically and nothing in it depends on the time, so merging twice gives the same files; a
+shard's own folder is never written to.
 
 Every refusal is a one-line :class:`~runner._errors.ConfigError`.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ._batch_output import write_merged_batch_files
+from ._batch_output import check_merge_input, write_merged_batch_files
 from ._config import OutputConfig, OutputFormat, OutputShape
 from ._errors import ConfigError, storage_errors
 from ._files import replace_file
@@ -208,11 +209,15 @@ def _same(first: ShardRun, run: ShardRun) -> None:
             f"{first.folder} is shard {a.index}/{a.count} of job {first.job}, but "
             f"{run.folder} is shard {b.index}/{b.count} of job {run.job}: not shards of one run"
         )
-    if (a.fingerprint, a.job_items, a.output) != (b.fingerprint, b.job_items, b.output):
+    if _work(a) != _work(b):
         raise ConfigError(
             f"{first.folder} and {run.folder} are shards of different work (the input, "
             "template, model, parameters or output differ): not shards of one run"
         )
+
+
+def _work(line: ShardLine) -> tuple[Any, ...]:  # a batch input's path may vary by machine
+    return line.fingerprint, line.job_items, {k: v for k, v in line.output.items() if k != "input"}
 
 
 def _progress(run: ShardRun) -> Progress:
@@ -270,8 +275,30 @@ def check_out(out: Path, runs: list[ShardRun]) -> Path:
     return target
 
 
-def write_merge(merge: Merge, out: Path) -> Path | None:
-    """Write ``results.jsonl``, the job's output (a batch job's: its two batch files) and
+def merge_input(merge: Merge, given: Path | None) -> Path | None:
+    """The input file naming an OpenAI Batch merge's lines without a result: ``given``
+    (``--input``), else the shards'; ``None`` when no line lacks one (or not a batch job).
+
+    Raises:
+        ConfigError: ``given`` for another kind of job; the file missing, unreadable or not
+            the shards' (:func:`~runner._batch_output.check_merge_input`).
+    """
+    first = merge.first
+    if first.output.get("kind") != "batch":
+        if given is not None:
+            raise ConfigError(f"--input {given}: job {merge.runs[0].job} is not a batch job")
+        return None
+    lacking = first.job_items - sum(p.ok + p.failed for p in merge.progress)
+    if lacking == 0:
+        return None
+    path = (given or Path(str(first.output.get("input")))).expanduser().resolve()
+    check_merge_input(path, fingerprint=first.output.get("input_fingerprint"), lacking=lacking)
+    return path
+
+
+def write_merge(merge: Merge, out: Path, *, source: Path | None = None) -> Path | None:
+    """Write ``results.jsonl``, the job's output (a batch job's: its two batch files, every
+    input line in one of them when ``source``, from :func:`merge_input`) and
     ``report.json`` into ``out``; returns the output file, if the job has one.
 
     Raises:
@@ -294,7 +321,9 @@ def write_merge(merge: Merge, out: Path) -> Path | None:
         written = write_output(out, results, output, items=first.job_items)
         if first.output.get("kind") == "batch":  # an OpenAI Batch job: its two files
             model = str(first.output.get("model") or "")
-            written = write_merged_batch_files(out, results, items=first.job_items, model=model)
+            written = write_merged_batch_files(
+                out, results, items=first.job_items, model=model, source=source
+            )
         write_json(out / "report.json", merged_report(merge))
     return written
 

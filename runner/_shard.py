@@ -25,14 +25,17 @@ passed in.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
 from ._errors import ConfigError
 from ._nodes import NodeSpec
+from ._paths import resolve_path, search_folders
 from ._report import ShardLine
 from ._work import Work
 
@@ -235,30 +238,60 @@ class JobFingerprint:
     Attributes:
         items: the items of the whole job.
         digest: ``sha256:...`` of every item's index, id and request key, in input order.
+        inputs: ``sha256:...`` of every item's index and input fields
+            (:func:`input_fingerprint`): what a merge checks an input file against before
+            it names the lines that have no result (an OpenAI Batch job's).
     """
 
     items: int
     digest: str
+    inputs: str = ""
 
 
 def job_fingerprint(works: Iterable[Work]) -> JobFingerprint:
     """The fingerprint of the whole job's work: shards of one job (same input, template,
     model, parameters) have the same one, and merging checks it."""
     digest = hashlib.sha256()
+    inputs = hashlib.sha256()
     count = 0
     for work in works:
         digest.update(f"{work.index}\t{work.id}\t{work.key}\n".encode())
+        inputs.update(_input_line(work.index, work.input))
         count += 1
-    return JobFingerprint(count, f"sha256:{digest.hexdigest()}")
+    return JobFingerprint(count, f"sha256:{digest.hexdigest()}", f"sha256:{inputs.hexdigest()}")
+
+
+def input_fingerprint(items: Iterable[tuple[int, dict[str, Any]]]) -> str:
+    """``sha256:...`` of the ``(index, input fields)`` of every item, in input order (the
+    fields as canonical JSON: a file re-indented or with its keys reordered has the same
+    one, a line changed, added, removed or moved another)."""
+    inputs = hashlib.sha256()
+    for index, data in items:
+        inputs.update(_input_line(index, data))
+    return f"sha256:{inputs.hexdigest()}"
+
+
+def _input_line(index: int, data: dict[str, Any]) -> bytes:
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"{index}\t{blob}\n".encode("utf-8", errors="surrogatepass")
 
 
 def shard_line(
     cfg: RunConfig, shard: Shard, items: int, whole: JobFingerprint, store_path: Path
 ) -> ShardLine:
     """What the ``report.json`` of ``shard`` says of it (``items``: the shard's; ``whole``:
-    the whole job's fingerprint; ``store_path``: the shard's journal)."""
+    the whole job's fingerprint; ``store_path``: the shard's journal).
+
+    An OpenAI Batch job's ``output`` also says what the merge needs to write its two files:
+    the ``model`` the bodies name, and the ``input`` file with its ``input_fingerprint``, to
+    name the lines that have no result in an incomplete merge."""
     output = cfg.job.output
-    batch = {"kind": "batch", "model": cfg.model.engine}  # the merge writes the batch files
+    batch = {  # the merge writes the batch files
+        "kind": "batch",
+        "model": cfg.model.engine,
+        "input": str(_input_path(cfg)),
+        "input_fingerprint": whole.inputs,
+    }
     return ShardLine(
         index=shard.index,
         count=shard.count,
@@ -276,3 +309,13 @@ def shard_line(
             **(batch if cfg.job.kind is JobKind.batch else {}),
         },
     )
+
+
+def _input_path(cfg: RunConfig) -> Path:
+    """The job's input file, absolute when it is found where a run looks first (the job's
+    own folder is not known here: a path relative to it is kept as written, and the merge
+    is then pointed at the file with ``--input``)."""
+    try:
+        return resolve_path(cfg.job.input.path, bases=search_folders(cfg), label="")
+    except ConfigError:
+        return Path(cfg.job.input.path).expanduser()

@@ -1,14 +1,18 @@
-"""``python -m runner.merge RUN_DIR... [--out DIR] [--allow-incomplete]``: the shards of a job
-(``shard=I/N``, a Slurm array, a Kubernetes Indexed Job: docs/scale.md) → the job's one
-output file (an OpenAI Batch job's: ``batch_output.jsonl`` and ``batch_errors.jsonl``),
-``results.jsonl`` and ``report.json``, as an unsharded run would have written.
+"""``python -m runner.merge RUN_DIR... [--out DIR] [--allow-incomplete] [--input PATH]``: the
+shards of a job (``shard=I/N``, a Slurm array, a Kubernetes Indexed Job: docs/scale.md) →
+the job's one output file (an OpenAI Batch job's: ``batch_output.jsonl`` and
+``batch_errors.jsonl``), ``results.jsonl`` and ``report.json``, as an unsharded run would
+have written.
 
 Each ``RUN_DIR`` is a shard's run directory, or a folder holding them (``outputs/runs/big``
 for ``outputs/runs/big/shard-0``...). The merge goes to ``--out``, by default
 ``<job>_merged`` in the shards' common folder; it never writes into a shard's directory, and
 merging again gives the same files. It refuses, naming them, shards of different jobs or
 work, a shard given twice, and missing or incomplete shards (items failed or unfinished);
-``--allow-incomplete`` merges what there is (a list has ``null`` where an item is missing).
+``--allow-incomplete`` merges what there is (a list has ``null`` where an item is missing;
+an OpenAI Batch job's files still have every line, one without a result as ``not_finished``,
+named by the job's input file: the shards', or ``--input PATH``; a file that is not there or
+not the one the shards ran is refused).
 
 Exit status: 0 merged, every item accepted; 1 merged with ``--allow-incomplete`` and items
 missing; 2 refused, nothing written (one line says why); 5 a file could not be written.
@@ -21,7 +25,7 @@ import sys
 from pathlib import Path
 
 from ._errors import ConfigError, StorageError
-from ._merge import check_out, check_shards, default_out, find_shards, write_merge
+from ._merge import check_out, check_shards, default_out, find_shards, merge_input, write_merge
 from ._outcome import EXIT_CONFIG, EXIT_FAILED_ITEMS, EXIT_OK, EXIT_STORAGE
 
 
@@ -38,12 +42,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="merge even when shards are missing or items failed (exit 1)",
     )
+    parser.add_argument(
+        "--input",
+        type=Path,
+        metavar="PATH",
+        help="a batch job's input file, to name the lines without a result (default: the "
+        "shards' own, as their report.json names it)",
+    )
     args = parser.parse_args(argv)
     try:
         runs = find_shards(args.run_dirs)
         merge = check_shards(runs, allow_incomplete=args.allow_incomplete)
+        source = merge_input(merge, args.input)
         out = check_out(args.out or default_out(merge.runs), merge.runs)
-        output = write_merge(merge, out)
+        output = write_merge(merge, out, source=source)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
