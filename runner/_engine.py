@@ -253,9 +253,9 @@ class Engine:
         if task.done:
             # A hedge lost the race: its answer (if any) is discarded.
             outcome = "cancelled" if lost_race else "discarded"
-            now = trio.current_time()
-            if lost_race and self._queue.silent(node, now):  # it lost because it is hung?
-                self._queue.wake_all |= self._bench.suspect(node, now)
+            ended = trio.current_time()
+            if lost_race and self._queue.silent(node, ended):  # it lost because it is hung?
+                self._queue.wake_all |= self._bench.suspect(node, ended)
         elif failure is not None:
             outcome = self._failed(node, task, failure).value
         else:

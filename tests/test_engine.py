@@ -63,10 +63,13 @@ async def run_engine(
     settings: EngineConfig = SETTINGS,
     slots: int = 1,
     acceptor: Any = None,
+    on_request: Any = None,
 ) -> tuple[Engine, list[dict[str, Any]]]:
     records: list[dict[str, Any]] = []
     transport = FakeCluster({f"127.0.0.1:{p}": node for p, node in nodes.items()})
     kwargs = {"acceptor": acceptor} if acceptor else {}
+    if on_request is not None:
+        kwargs["on_request"] = on_request
     engine = Engine(
         specs(*nodes, slots=slots),
         settings,
@@ -336,3 +339,17 @@ async def test_every_request_is_traced_with_exactly_one_final_per_item(
     outcomes = {t.outcome for t in traces}
     assert "server" in outcomes and "cancelled" in outcomes
     assert all(t.ended >= t.started for t in traces)
+
+
+async def test_a_request_that_lost_the_race_is_traced_from_its_send_to_its_cancel(
+    autojump_clock: Any,
+) -> None:
+    nodes = {1: FakeNode(delay=1.0), 2: FakeNode(delay=1.0), 3: FakeNode(delay=30.0)}
+    traces: list[Any] = []
+    await run_engine(nodes, make_work(20), on_request=traces.append)
+    won = {t.item: t for t in traces if t.final}
+    lost = [t for t in traces if t.outcome == "cancelled"]
+    assert lost
+    for trace in lost:
+        assert trace.started < won[trace.item].started  # the original, sent before its copy
+        assert trace.ended == pytest.approx(won[trace.item].ended, abs=0.01)

