@@ -13,18 +13,20 @@ handled as Ctrl-C, see :mod:`runner._signals`).
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import re
 import sys
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn
 
 import hydra
+from hydra._internal.utils import get_args_parser  # private, but hydra.main's own
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ._checks import to_run_config
 from ._config import register
@@ -37,64 +39,37 @@ from ._signals import StopSignal, sigterm_as_ctrl_c
 
 log = logging.getLogger("runner")
 
-_outcomes: list[Outcome] = []
-_settings: list[list[str]] = []  # each run's command-line overrides, beside its outcome
-_started = False
-_stop = StopSignal()  # filled in by the SIGTERM handler that main() installs
-# the last line of a traceback of an OSError: "NotADirectoryError: [Errno 20] Not a ...: 'p'"
-_OS_ERROR = re.compile(r"\w+: \[Errno \d+\] (?P<reason>.+?)(?:: '(?P<path>.+)')?")
 
-
-class _HeldStderr(io.TextIOBase):
-    """Holds what is written to stderr until the run starts.
-
-    Hydra reports a composition error over several lines (and a hint about
-    HYDRA_FULL_ERROR); holding them lets :func:`main` print one line instead. Once the run
-    starts, writes go straight through.
-    """
-
-    def __init__(self, real: TextIO) -> None:
-        self.real = real
-        self.held: list[str] = []
-        self.holding = True
-
-    def write(self, text: str) -> int:
-        if self.holding:
-            self.held.append(text)
-            return len(text)
-        return self.real.write(text)
-
-    def release(self) -> None:
-        self.holding = False
-        self.real.write("".join(self.held))
-        self.held.clear()
-
-    def flush(self) -> None:
-        self.real.flush()
-
-    def isatty(self) -> bool:
-        return self.real.isatty()
-
-    def fileno(self) -> int:
-        return self.real.fileno()
-
-
-def _one_line(hydra_message: str) -> str:
-    """Hydra's multi-line composition error as one line. When Hydra reports an exception of
-    its own (a traceback: it could not create the run directory, say), only its last line
-    counts, and an ``OSError`` there becomes ``path: reason``."""
-    lines = [
-        line.strip()
-        for line in hydra_message.splitlines()
-        if line.strip() and "HYDRA_FULL_ERROR" not in line
-    ]
-    if any(line.startswith("Traceback") for line in lines):
-        found = _OS_ERROR.fullmatch(lines[-1])
-        if found is None:
-            return lines[-1]
-        where = f"{found['path']}: " if found["path"] else ""
-        return f"{where}{found['reason']} (while setting up the run directory)"
+def _hydra_error(exc: Exception) -> str:
+    """What Hydra raised before any run started, in one line: a composition error (its
+    lines, and those of the OmegaConf error under it, joined), or ``path: reason`` for an
+    ``OSError`` (Hydra could not create the run directory, say)."""
+    if isinstance(exc, OSError) and not isinstance(exc, HydraException):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc} (while setting up the run directory)"
+    text = str(exc)
+    if isinstance(exc.__cause__, OmegaConfBaseException):
+        text += "\n" + str(exc.__cause__)
+    if not isinstance(exc, HydraException | OmegaConfBaseException):
+        text = f"{type(exc).__name__}: {text}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(lines) or "the configuration could not be composed"
+
+
+class _UsageError(Exception):
+    """The command line is not one Hydra's argument parser accepts."""
+
+
+def _refuse(message: str) -> NoReturn:
+    raise _UsageError(message)
+
+
+def _check_arguments(argv: list[str]) -> None:
+    """Parse the command line as Hydra will, raising :class:`_UsageError` where argparse
+    would print its usage over several lines and exit."""
+    parser = get_args_parser()  # Hydra's own parser: the flags Hydra accepts, no more
+    parser.error = _refuse  # type: ignore[method-assign]
+    parser.parse_args(argv)
 
 
 def job_folder(sources: list[Path], job: str | None) -> Path | None:
@@ -116,15 +91,19 @@ def sweep_settings(runs: list[list[str]]) -> list[str]:
     return [" ".join(f"{k}={run[k]}" for k in differ if k in run) for run in parsed]
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    global _started
-    _started = True
-    if isinstance(sys.stderr, _HeldStderr):
-        sys.stderr.release()
+@dataclass
+class _Ran:
+    """What Hydra ran: each run's command-line overrides and outcome (a sweep has several),
+    and whether a run started (an exception after that is the runner's, not Hydra's)."""
+
+    runs: list[tuple[list[str], Outcome]] = field(default_factory=list)
+    started: bool = False
+
+
+def _task(cfg: DictConfig, stop: StopSignal) -> Outcome:
+    """One run of the configuration Hydra composed: its outcome."""
     for noisy in ("httpx", "httpcore"):  # one line per request drowns the progress lines
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    _settings.append(list(HydraConfig.get().overrides.task))
     runtime = HydraConfig.get().runtime
     run_dir = Path(runtime.output_dir)
     sources = [Path(s.path) for s in runtime.config_sources if s.schema == "file"]
@@ -133,18 +112,30 @@ def _hydra_main(cfg: DictConfig) -> None:
             to_run_config(cfg),
             run_dir,
             job_dir=job_folder(sources, runtime.choices.get("job")),
-            stop=_stop,
+            stop=stop,
         )
     except ConfigError as exc:  # printed once, here: not logged again below
         print(f"error: {exc}", file=sys.stderr)
-        _outcomes.append(Outcome(EXIT_CONFIG, f"config error: {exc}"))
-        return
+        return Outcome(EXIT_CONFIG, f"config error: {exc}")
     except StorageError as exc:
         print(f"error: {exc}; results journaled before are kept", file=sys.stderr)
-        _outcomes.append(Outcome(EXIT_STORAGE, f"storage error: {exc}"))
-        return
-    _outcomes.append(outcome)
+        return Outcome(EXIT_STORAGE, f"storage error: {exc}")
     log.info(outcome.summary)
+    return outcome
+
+
+def _hydra(stop: StopSignal, ran: _Ran) -> None:
+    """Let Hydra compose the configuration and call :func:`_task` once per run (a sweep's
+    ``-m`` runs several). Hydra's decorator returns nothing of the task's (a launcher may run
+    it elsewhere): the task function records each outcome in ``ran``."""
+
+    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+    def runner(cfg: DictConfig) -> None:
+        ran.started = True
+        overrides = list(HydraConfig.get().overrides.task)
+        ran.runs.append((overrides, _task(cfg, stop)))
+
+    runner()
 
 
 def _shard_suffix(shard: str | None, shards: int | None) -> str:
@@ -154,50 +145,57 @@ def _shard_suffix(shard: str | None, shards: int | None) -> str:
 
 def main() -> int:
     """Run Hydra and turn what happened into an exit status; SIGTERM is handled as Ctrl-C."""
-    with sigterm_as_ctrl_c(_stop):
-        return _main()
+    stop = StopSignal()  # filled in by the SIGTERM handler
+    with sigterm_as_ctrl_c(stop):
+        return _main(stop)
 
 
-def _main() -> int:
+def _main(stop: StopSignal) -> int:
     register()
     OmegaConf.register_new_resolver("runner_keys", keys_help, replace=True)  # --help's keys
     OmegaConf.register_new_resolver("runner_shard", _shard_suffix, replace=True)
     if {"--help", "-h"} & set(sys.argv) and not any(a.startswith("job=") for a in sys.argv):
         sys.argv.append("~job")  # --help composes the config: let it do so without a job
-    held = _HeldStderr(sys.stderr)
-    sys.stderr = held
+    # Hydra reports its errors over several lines (or as a traceback) and exits 1, unless
+    # HYDRA_FULL_ERROR is set: then they are raised, and said here in one line.
     try:
-        _hydra_main()
-    except SystemExit as exc:
-        if exc.code in (0, None):
-            pass
-        elif _started:  # Hydra caught an unexpected exception from the run: a bug
-            return EXIT_INTERNAL
-        else:  # Hydra could not compose the configuration
-            print(f"error: {_one_line(''.join(held.held))}", file=held.real)
-            held.held.clear()
-            return EXIT_CONFIG
-    except HydraException as exc:  # --help composes outside Hydra's own error report
-        held.held.clear()
-        print(f"error: {_one_line(str(exc))}", file=held.real)
+        _check_arguments(sys.argv[1:])
+    except _UsageError as exc:
+        print(f"error: {exc} (python -m runner --help lists the options)", file=sys.stderr)
         return EXIT_CONFIG
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    ran = _Ran()
+    try:
+        _hydra(stop, ran)
+    except SystemExit as exc:  # the end of --help
+        if exc.code in (0, None):
+            return 0
+        return EXIT_INTERNAL if ran.started else EXIT_CONFIG
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside the engine (which handles its own)
-        held.held.clear()
         print(
-            f"error: {_stop.what}; results journaled so far are kept: "
+            f"error: {stop.what}; results journaled so far are kept: "
             "run the same command again to resume",
-            file=held.real,
+            file=sys.stderr,
         )
-        return _stop.exit_code
+        return stop.exit_code
+    except Exception as exc:
+        if ran.started:  # the run raised what it should have handled: a bug
+            traceback.print_exc()
+            return EXIT_INTERNAL
+        print(f"error: {_hydra_error(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
     finally:
-        sys.stderr = held.real
-        if held.holding:  # --help, --cfg and the like: nothing was run
-            held.release()
-    if len(_outcomes) > 1:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
+    if len(ran.runs) > 1:
         print("\nSweep summary:")
-        for setting, outcome in zip(sweep_settings(_settings), _outcomes, strict=True):
+        settings = sweep_settings([overrides for overrides, _ in ran.runs])
+        for setting, (_, outcome) in zip(settings, ran.runs, strict=True):
             print(f"  {setting}: {outcome.summary}" if setting else f"  {outcome.summary}")
-    return max((o.exit_code for o in _outcomes), default=0)
+    return max((outcome.exit_code for _, outcome in ran.runs), default=0)
 
 
 if __name__ == "__main__":
