@@ -66,6 +66,8 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
         (["job=movie_details", "job.input.path=/nonexistent/films.txt"], "/nonexistent/films.txt"),
         (["job=movie_details", "job.template=nope.j2"], "nope.j2"),
         (["job=movie_details", "cluster=lab", "cluster.inventory=/nonexistent/inv.py"], "inv.py"),
+        (["job=movie_details", "--bogus"], "unrecognized arguments: --bogus"),
+        (["job=movie_details", "--cfg"], "argument --cfg/-c: expected one argument"),
         (
             ["job=movie_synopsis", "job.output.key_field=titel"],
             "job.output.key_field 'titel' is not a column of the input (columns: title)",
