@@ -71,6 +71,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "wire": ("_client", "_connection", "_textsynth", "_openai", "_wire"),
     "answers": ("_acceptance", "_jsonladder", "_schema_refs", "_choice"),
     "sink": (
+        "_sink",
         "_records",
         "_journal",
         "_resume_index",

@@ -5,8 +5,10 @@ Order of events: prepare the job → a dry run prints the plan and its estimate 
 resolve the nodes → the roll call (each node's slots, where not configured, and context) →
 the pre-flight counts the unanswered prompts' tokens and stops the run if any is too long
 (:mod:`runner._preflight`) → with ``resume=false``, drop the store's records of the work
-about to be redone → open the journals → run the engine, journaling each result as it
-arrives → write ``report.json``, ``report.html`` and the job's output file.
+about to be redone → open the run's sink (:class:`runner._sink.Sink`: it owns every file the
+run writes) → run the engine over the work the store does not hold, the sink journaling each
+result as it arrives → the report → the sink writes ``report.json``, ``report.html`` and the
+job's output file.
 Ctrl-C and SIGTERM end the engine the same way (see :mod:`runner._signals`); a file that cannot
 be written is a :class:`~runner._errors.StorageError`.
 """
@@ -16,36 +18,30 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
 import trio
 from rich.console import Console
 
-from . import _records
-from ._batch_output import write_batch_files
 from ._cluster import answering_nodes, describe_slots, remote_nodes, started_nodes, take_roll_call
 from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
 from ._dry_run import dry_run
 from ._engine import Engine
 from ._errors import ClusterUnavailable, ConfigError, RequestsRefused, StorageError, storage_errors
 from ._estimate import Estimate
-from ._journal import Journal, Store, drop_records
+from ._journal import Store, drop_records
 from ._limits import ensure_descriptors
 from ._lock import JobLock
 from ._nodes import NodeSpec
 from ._outcome import EXIT_CONFIG, EXIT_FAILED_ITEMS, EXIT_OK, EXIT_UNAVAILABLE, Outcome
-from ._output import output_filename, write_output
 from ._plan import Plan, prepare
 from ._preflight import preflight_run
-from ._progress import FailedIds, catch_up_progress, show_progress, summary_table
-from ._report import RunReport, build_report, write_json
-from ._report_page import trace_line, write_report_page
-from ._resume_index import LOOKUP_BATCH
-from ._run_dir import link_latest, set_aside_earlier_run
+from ._progress import catch_up_progress, show_progress, summary_table
+from ._report import RunReport, build_report
+from ._run_dir import link_latest
 from ._sampling import sampling_params
 from ._shard import (
     JobFingerprint,
@@ -57,6 +53,7 @@ from ._shard import (
     share_slots,
 )
 from ._signals import StopSignal
+from ._sink import Sink
 from ._work import Work
 
 log = logging.getLogger("runner")
@@ -140,7 +137,6 @@ def _locked_run(
     with storage_errors(run_dir, "prepare the run directory"):
         run_dir.mkdir(parents=True, exist_ok=True)  # a local cluster's logs go there
     link_latest(run_dir)  # outputs/runs/latest_<job> → this run (runner/_run_dir.py)
-    results_path = run_dir / "results.jsonl"
     started = time.monotonic()
     restarts: dict[str, int] = {}
     with started_nodes(
@@ -180,45 +176,20 @@ def _locked_run(
             dropped = drop_records(store_path, {work.key for work in plan.work()})
             if dropped:
                 log.info("resume=false: %d earlier results of this work were dropped", dropped)
-        with storage_errors(run_dir, "prepare the run directory"):
-            earlier = set_aside_earlier_run(run_dir, output_filename(cfg.job.output))
-        if earlier is not None:
-            log.info("the run directory held an earlier run: its files were moved to %s", earlier)
-        with (
-            Journal(store_path, fsync=cfg.engine.journal_fsync) as store_journal,
-            Journal(results_path, fsync=cfg.engine.journal_fsync) as results,
-            Journal(run_dir / "requests.jsonl") as requests,  # for report.html
-        ):
-            ended = _engine_run(
-                cfg,
-                plan,
-                nodes,
-                store,
-                store_journal,
-                results,
-                total,
-                started,
-                restarts,
-                stop,
-                requests=requests,
-                estimate=found,
-            )
-    report, failures, stopped = ended.report, ended.failures, ended.report.stopped
+        sink = Sink(
+            run_dir, store_path, output=cfg.job.output, store=store, fsync=cfg.engine.journal_fsync
+        )
+        with sink:  # an earlier run's files set aside, then the journals opened
+            ended = _engine_run(cfg, plan, nodes, sink, total, started, restarts, stop, found)
+    report, stopped = ended.report, ended.report.stopped
     interrupted, refused = ended.interrupted, ended.refused
     if shard is not None and whole is not None:
         report = replace(report, shard=shard_line(cfg, shard, total, whole, store_path))
-    with storage_errors(run_dir, "write report.json and the output"):
-        write_json(run_dir / "report.json", report.to_json())
-        write_report_page(run_dir, report)
-        output = (  # a shard's part of the output is built by python -m runner.merge
-            write_output(run_dir, results_path, cfg.job.output, items=total)
-            if shard is None
-            else None
-        )
-        if shard is None and cfg.job.kind is JobKind.batch:
-            output = write_batch_files(run_dir, results_path, plan.work())
+    batch = plan.work() if cfg.job.kind is JobKind.batch else None
+    output = sink.finish(report, items=total, shard=shard is not None, batch=batch)
+    results_path = sink.results_path
     console.print(summary_table(report))
-    failed_line = failures.summary(results_path)
+    failed_line = sink.failures.summary(results_path)
     if failed_line:
         console.print(failed_line, markup=False, soft_wrap=True)
     totals = report.totals
@@ -268,7 +239,6 @@ class _Ended:
     """How the engine's part of a run ended."""
 
     report: RunReport
-    failures: FailedIds
     interrupted: bool
     refused: bool
 
@@ -277,48 +247,15 @@ def _engine_run(
     cfg: RunConfig,
     plan: Plan,
     nodes: list[NodeSpec],
-    store: Store | None,
-    store_journal: Journal,
-    results: Journal,
+    sink: Sink,
     total: int,
     started: float,
     restarts: dict[str, int],
     stop: StopSignal,
-    *,
-    requests: Journal | None = None,
     estimate: Estimate | None = None,
 ) -> _Ended:
-    """Run the engine over the plan's fresh work, journaling each result as it arrives
-    (and each request's trace into ``requests``, for report.html)."""
-    reused = 0
-    failures = FailedIds()
-    results_path = results.path
-
-    def on_result(record: dict[str, object]) -> None:
-        if record["status"] == "ok":
-            store_journal.append(record)  # the store first: what it holds is never re-sent
-        else:
-            failures.add(str(record["id"]))
-        results.append(record)
-
-    def fresh_work() -> Iterator[Work]:
-        """The plan's work without what the store holds (those records are appended to
-        ``results.jsonl`` as reused), in input order; the store is asked a batch at a time."""
-        nonlocal reused
-        if store is None:
-            yield from plan.work()
-            return
-        with store:
-            works = plan.work()
-            while batch := list(islice(works, LOOKUP_BATCH)):
-                previous = store.get_many([work.key for work in batch])
-                for work in batch:
-                    if work.key in previous:
-                        results.append(_records.reused(previous[work.key], work))
-                        reused += 1
-                    else:
-                        yield work
-
+    """Run the engine over the plan's work that the store does not hold, the sink
+    journaling each result (and each request's trace, for report.html) as it arrives."""
     engine = Engine(
         nodes,
         cfg.engine,
@@ -326,8 +263,8 @@ def _engine_run(
         style=cfg.model.style,
         engine_id=cfg.model.engine,
         acceptor=plan.acceptor,
-        on_result=on_result,
-        on_request=None if requests is None else lambda t: requests.append(trace_line(t)),
+        on_result=sink.on_result,
+        on_request=sink.on_request,
     )
     log.info(
         "%s: %d items over %d nodes: %s; results in %s",
@@ -335,14 +272,13 @@ def _engine_run(
         total,
         len(nodes),
         describe_slots(nodes),
-        results_path,
+        sink.results_path,
     )
     stopped: str | None = None
     interrupted = refused = False
     broken: StorageError | None = None
     try:
-        journals = (store_journal, results)  # with journal_fsync, synced off the event loop
-        trio.run(_drive, engine, fresh_work(), total, lambda: reused, cfg, estimate, journals)
+        trio.run(_drive, engine, sink, plan.work(), total, cfg, estimate)
     except* ClusterUnavailable as group:
         stopped = str(group.exceptions[0])
     except* RequestsRefused as group:
@@ -358,42 +294,41 @@ def _engine_run(
     report = build_report(
         job=cfg.job.name,
         items=total,
-        ok=engine.ok + reused,
+        ok=engine.ok + sink.reused,
         failed=engine.failed,
-        reused=reused,
+        reused=sink.reused,
         requests_sent=sum(n.requests for n in engine.nodes),
         wall_time_s=time.monotonic() - started,
         nodes={n.name: n.stats(restarts=restarts.get(n.name)) for n in engine.nodes},
         stopped=stopped,
         estimate=estimate,
     )
-    return _Ended(report, failures, interrupted, refused)
+    return _Ended(report, interrupted, refused)
 
 
 async def _drive(
     engine: Engine,
-    work: Iterator[Work],
+    sink: Sink,
+    works: Iterator[Work],
     total: int,
-    reused: Callable[[], int],
     cfg: RunConfig,
     estimate: Estimate | None = None,
-    journals: tuple[Journal, ...] = (),
 ) -> None:
-    """Run the engine with the progress display beside it, and the journals' syncs."""
+    """Run the engine over the work the sink finds fresh, with the progress display and the
+    sink's journal syncs beside it."""
     async with trio.open_nursery() as nursery:
-        for journal in journals:
-            await nursery.start(journal.keep_synced)
+        await nursery.start(sink.keep_synced)  # with journal_fsync, synced off the event loop
         nursery.start_soon(
             partial(
                 show_progress,
                 engine.snapshot,
                 total=total,
-                reused=reused,
+                reused=lambda: sink.reused,
                 mode=cfg.progress,
                 estimate=estimate,
             )
         )
         # The items left to send: what the plan holds less what earlier runs answered
         # (found as the work streams), for the engine's tail rule.
-        await engine.run(work, size=lambda: total - reused())
+        await engine.run(sink.fresh(works), size=lambda: total - sink.reused)
         nursery.cancel_scope.cancel()

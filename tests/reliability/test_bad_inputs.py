@@ -443,7 +443,7 @@ def test_a_bad_input_is_one_line_naming_it_with_nothing_sent_or_overwritten(
         missing = [name for name in case.names if name not in said]
     assert not missing, f"the message does not name {missing}: {said[-500:]}"
     run = outcome.folder / "run"
-    # A run that started keeps the earlier run's files in previous-1/ (runner/_run.py); one
+    # A run that started keeps the earlier run's files in previous-1/ (runner/_sink.py); one
     # stopped by a bad input leaves them where they were.
     kept = run / "previous-1" if case.starts else run
     for name, text in EARLIER.items():
