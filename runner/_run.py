@@ -184,7 +184,8 @@ def _locked_run(
     report, stopped = ended.report, ended.report.stopped
     interrupted, refused = ended.interrupted, ended.refused
     if shard is not None and whole is not None:
-        report = replace(report, shard=shard_line(cfg, shard, total, whole, store_path))
+        line = shard_line(cfg, shard, total, whole, store_path, plan.input_path)
+        report = replace(report, shard=line)
     batch = plan.work() if cfg.job.kind is JobKind.batch else None
     output = sink.finish(report, items=total, shard=shard is not None, batch=batch)
     results_path = sink.results_path

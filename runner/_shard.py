@@ -35,7 +35,6 @@ from typing import Any
 from ._config import ClusterKind, JobKind, RunConfig, ShardNodes
 from ._errors import ConfigError
 from ._nodes import NodeSpec
-from ._paths import resolve_path, search_folders
 from ._report import ShardLine
 from ._work import Work
 
@@ -277,10 +276,16 @@ def _input_line(index: int, data: dict[str, Any]) -> bytes:
 
 
 def shard_line(
-    cfg: RunConfig, shard: Shard, items: int, whole: JobFingerprint, store_path: Path
+    cfg: RunConfig,
+    shard: Shard,
+    items: int,
+    whole: JobFingerprint,
+    store_path: Path,
+    input_path: Path,
 ) -> ShardLine:
     """What the ``report.json`` of ``shard`` says of it (``items``: the shard's; ``whole``:
-    the whole job's fingerprint; ``store_path``: the shard's journal).
+    the whole job's fingerprint; ``store_path``: the shard's journal; ``input_path``: the
+    job's input file, as the plan found it).
 
     An OpenAI Batch job's ``output`` also says what the merge needs to write its two files:
     the ``model`` the bodies name, and the ``input`` file with its ``input_fingerprint``, to
@@ -289,7 +294,7 @@ def shard_line(
     batch = {  # the merge writes the batch files
         "kind": "batch",
         "model": cfg.model.engine,
-        "input": str(_input_path(cfg)),
+        "input": str(input_path),
         "input_fingerprint": whole.inputs,
     }
     return ShardLine(
@@ -309,13 +314,3 @@ def shard_line(
             **(batch if cfg.job.kind is JobKind.batch else {}),
         },
     )
-
-
-def _input_path(cfg: RunConfig) -> Path:
-    """The job's input file, absolute when it is found where a run looks first (the job's
-    own folder is not known here: a path relative to it is kept as written, and the merge
-    is then pointed at the file with ``--input``)."""
-    try:
-        return resolve_path(cfg.job.input.path, bases=search_folders(cfg), label="")
-    except ConfigError:
-        return Path(cfg.job.input.path).expanduser()
